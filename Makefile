@@ -1,0 +1,71 @@
+# kafka-gateway: `make run` (local Kafka + gateway) and `make test` work on a fresh machine:
+# they install Debian packages (Java, Maven, kcat), the Python venv, and fetch Kafka with Maven.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# command:debian-package pairs the project needs on the machine
+SYSTEM_DEPS := java:openjdk-17-jre-headless mvn:maven kcat:kcat
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps kafka run test lint typecheck docs docs-check unit integration bench clean
+
+help:
+	@echo "make run   - start a local 3-broker Kafka and the gateway (bootstrap 127.0.0.1:9092)"
+	@echo "make test  - lint, type-check and run every test against real Kafka"
+	@echo "make bench - side-by-side benchmark, direct vs via the gateway"
+
+system-deps:
+	@missing=""; \
+	for pair in $(SYSTEM_DEPS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+install: system-deps $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+kafka: install
+	$(BIN)/kafka-gateway local-kafka --download-only
+
+run: kafka
+	bash deploy/run-local.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+docs: install
+	$(BIN)/python tools/gen_config_docs.py
+
+docs-check: install
+	$(BIN)/python tools/gen_config_docs.py --check
+
+unit: install
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+integration: kafka
+	$(BIN)/pytest tests/integration -q $(PYTEST_ARGS)
+
+test: kafka lint typecheck docs-check
+	$(BIN)/pytest tests/unit tests/integration -q -rfE $(PYTEST_ARGS)
+
+bench: kafka
+	$(BIN)/python tests/benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make run`: a local 3-broker Apache Kafka (bootstrap 127.0.0.1:19092) and the gateway in
+# front of it with deploy/examples/minimal.yaml (bootstrap 127.0.0.1:9092). Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+CONFIG=${CONFIG:-deploy/examples/minimal.yaml}
+kafka_pid="" gateway_pid=""
+
+stop_all() {
+  trap - EXIT INT TERM
+  for pid in $gateway_pid $kafka_pid; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop_all EXIT INT TERM
+
+wait_for_metadata() {  # $1 = bootstrap address, $2 = pid that must stay alive, $3 = what
+  for _ in $(seq 1 240); do
+    if kcat -b "$1" -L -m 2 >/dev/null 2>&1; then return 0; fi
+    kill -0 "$2" 2>/dev/null || { echo "$3 exited before it served $1" >&2; exit 1; }
+    sleep 0.5
+  done
+  echo "$3 did not serve metadata on $1 within 120 s" >&2
+  exit 1
+}
+
+"$BIN/kafka-gateway" local-kafka --brokers 3 --port 19092 &
+kafka_pid=$!
+wait_for_metadata 127.0.0.1:19092 "$kafka_pid" "local Kafka"
+
+"$BIN/kafka-gateway" run --config "$CONFIG" &
+gateway_pid=$!
+wait_for_metadata 127.0.0.1:9092 "$gateway_pid" "the gateway"
+
+cat <<'MSG'
+
+  kafka-gateway is running: bootstrap 127.0.0.1:9092 -> local Kafka 127.0.0.1:19092
+  Point any Kafka client at it, for example:
+    echo hello | kcat -b 127.0.0.1:9092 -t demo -P
+    kcat -b 127.0.0.1:9092 -t demo -C -e
+    kcat -b 127.0.0.1:9092 -L
+  Ctrl-C stops the gateway and Kafka.
+
+MSG
+wait -n "$kafka_pid" "$gateway_pid"

@@ -1,0 +1,80 @@
+"""``kafka-gateway`` command line: run, validate, local-kafka."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _run(args: argparse.Namespace) -> int:
+    import trio
+
+    from gateway.logs import configure_logging
+    from gateway.net import ListenError
+    from gateway.server import serve_until_signalled
+    from policies.config_loader import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    configure_logging(config.log.format, args.log_level or config.log.level)
+    try:
+        trio.run(serve_until_signalled, config)
+    except ListenError as exc:
+        print(f"kafka-gateway: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from policies.config_loader import run_validate
+
+    return run_validate(args.file)
+
+
+def _local_kafka(args: argparse.Namespace) -> int:
+    from gateway.local_kafka import run_local_kafka
+
+    return run_local_kafka(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gateway.local_kafka import add_local_kafka_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="kafka-gateway", description="A Kafka wire-protocol gateway."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the gateway")
+    run.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    run.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="override log.level"
+    )
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser(
+        "validate", help="check a configuration file and report every error"
+    )
+    validate.add_argument("file")
+    validate.set_defaults(handler=_validate)
+
+    local = commands.add_parser(
+        "local-kafka", help="download (once) and run a local Apache Kafka cluster in KRaft mode"
+    )
+    add_local_kafka_arguments(local)
+    local.set_defaults(handler=_local_kafka)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""One virtual cluster at run time: its listeners, broker discovery and address map.
+
+Port-per-broker: clients first reach the bootstrap port, and every broker
+address they are shown points at ``advertised_host:broker_port(node_id)``, a port
+of this gateway that forwards to that node. Ports are derived from node ids, so
+several gateway replicas with the same config agree on them, and a port is bound
+before any client is told about it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+
+import structlog
+import trio
+
+from gateway.discovery import BrokerAddress, DiscoveryError, discover_brokers
+from gateway.net import ListenError, UpstreamUnavailable, open_listeners
+from gateway.session import ClientSession, SessionSettings, UpstreamTarget
+from policies.config import GatewayConfig, HostPort, VirtualClusterConfig
+
+
+class VirtualCluster:
+    """State shared by all client sessions of one virtual cluster."""
+
+    def __init__(self, config: VirtualClusterConfig, gateway: GatewayConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.settings = SessionSettings(
+            max_frame_bytes=gateway.max_frame_bytes,
+            connect_timeout_s=config.upstream.connect_timeout_ms / 1000,
+        )
+        self.log = structlog.get_logger("gateway.cluster").bind(virtual_cluster=self.name)
+        #: Where each broker node really is, learned from Metadata responses and discovery.
+        self._upstream_by_node: dict[int, HostPort] = {}
+        #: Gateway port of each node whose listener is bound (or failed to bind).
+        self._bound_ports: dict[int, int] = {}
+        self._unbound_nodes: set[int] = set()
+        self._bind_lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+        #: Topic ids seen in Metadata responses, for APIs that carry ids instead of names.
+        self.topic_names: dict[uuid.UUID, str] = {}
+        self.discovered = trio.Event()
+
+    # --- address map (called by sessions) ------------------------------------------
+
+    def client_address(self, node_id: int, host: str, port: int) -> tuple[str, int]:
+        """Map a broker address from an upstream response to the gateway address clients see."""
+        known = self._upstream_by_node.get(node_id)
+        if known is None or known.host != host or known.port != port:
+            self._upstream_by_node[node_id] = HostPort(host=host, port=port)
+        if node_id not in self._bound_ports:
+            self._unbound_nodes.add(node_id)
+        listener = self.config.listener
+        return listener.advertised(), listener.broker_port(node_id)
+
+    @property
+    def has_unbound_brokers(self) -> bool:
+        return bool(self._unbound_nodes)
+
+    def upstream_of(self, node_id: int) -> HostPort | None:
+        return self._upstream_by_node.get(node_id)
+
+    def remember_topics(self, topic_names: dict[uuid.UUID, str]) -> None:
+        self.topic_names.update(topic_names)
+
+    # --- listeners -------------------------------------------------------------------
+
+    async def ensure_broker_listeners(self) -> None:
+        """Bind a port for every node clients may have been told about."""
+        async with self._bind_lock:
+            while self._unbound_nodes:
+                node_id = self._unbound_nodes.pop()
+                if node_id not in self._bound_ports:
+                    await self._bind_broker_port(node_id)
+
+    async def _bind_broker_port(self, node_id: int) -> None:
+        assert self._nursery is not None, "cluster is not running"
+        listener = self.config.listener
+        port = listener.broker_port(node_id)
+        self._bound_ports[node_id] = port
+        try:
+            sockets = await open_listeners(listener.bootstrap.host, port)
+        except ListenError as exc:
+            self.log.error("broker_port_bind_failed", node_id=node_id, port=port, error=str(exc))
+            return
+        target = UpstreamTarget(node_id=node_id)
+        await self._nursery.start(trio.serve_listeners, partial(self._serve, target), sockets)
+        self.log.info(
+            "broker_port_bound",
+            node_id=node_id,
+            listen=f"{listener.bootstrap.host}:{port}",
+            advertised=f"{listener.advertised()}:{port}",
+            upstream=str(self._upstream_by_node.get(node_id)),
+        )
+
+    async def _serve(self, target: UpstreamTarget, stream: trio.SocketStream) -> None:
+        await ClientSession(self, target, stream).run()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; ``started()`` once the bootstrap port is bound."""
+        bootstrap = self.config.listener.bootstrap
+        sockets = await open_listeners(bootstrap.host, bootstrap.port)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(
+                trio.serve_listeners, partial(self._serve, UpstreamTarget(node_id=None)), sockets
+            )
+            self.log.info(
+                "virtual_cluster_listening",
+                bootstrap=str(bootstrap),
+                upstream=[str(s) for s in self.config.upstream.bootstrap_servers],
+            )
+            task_status.started()
+            nursery.start_soon(self._discovery_loop)
+
+    # --- discovery -------------------------------------------------------------------
+
+    async def refresh_brokers(self) -> list[BrokerAddress]:
+        upstream = self.config.upstream
+        brokers = await discover_brokers(
+            upstream.bootstrap_servers,
+            upstream.connect_timeout_ms / 1000,
+            upstream.request_timeout_ms / 1000,
+        )
+        for broker in brokers:
+            self.client_address(broker.node_id, broker.host, broker.port)
+        await self.ensure_broker_listeners()
+        return brokers
+
+    async def _discovery_loop(self) -> None:
+        interval_s = self.config.upstream.metadata_refresh_interval_ms / 1000
+        failures = 0
+        while True:
+            try:
+                brokers = await self.refresh_brokers()
+            except (DiscoveryError, UpstreamUnavailable) as exc:
+                failures += 1
+                self.log.warning("broker_discovery_failed", error=str(exc), attempt=failures)
+                # Retry quickly while the upstream is coming up, then settle to the interval.
+                await trio.sleep(min(interval_s, 0.5 * 2 ** min(failures, 6)))
+                continue
+            if failures or not self.discovered.is_set():
+                self.log.info(
+                    "brokers_discovered", brokers={b.node_id: f"{b.host}:{b.port}" for b in brokers}
+                )
+            failures = 0
+            self.discovered.set()
+            await trio.sleep(interval_s)

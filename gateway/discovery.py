@@ -1,0 +1,93 @@
+"""The gateway's own requests to the brokers: broker discovery through Metadata.
+
+Clients learn broker addresses from Metadata responses the gateway rewrites, but
+the gateway must also know them on its own: after a restart clients reconnect
+straight to broker ports with cached metadata, and new brokers must get their
+port bound before any client is told about them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+
+from codec.framing import FrameDecoder, encode_frame
+from codec.headers import encode_request_header, response_body_offset, response_correlation_id
+from codec.primitives import CodecError
+from codec.rewrite import rewrite_response
+from gateway.net import connect_first
+from policies.config import HostPort
+
+METADATA_KEY = 3
+#: Metadata v12 is served by every Kafka from 3.1 to 4.x and is flexible.
+DISCOVERY_METADATA_VERSION = 12
+# topics=[] (compact array of 0), allow_auto_topic_creation=false,
+# include_topic_authorized_operations=false, no tagged fields.
+_METADATA_NO_TOPICS_V12 = b"\x01\x00\x00\x00"
+_CLIENT_ID = "kafka-gateway"
+
+_correlation_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    node_id: int
+    host: str
+    port: int
+
+
+class DiscoveryError(ConnectionError):
+    """The upstream cluster could not be asked for its brokers."""
+
+
+async def request_response(
+    stream: trio.abc.Stream, api_key: int, version: int, body: bytes, timeout_s: float
+) -> bytes:
+    """Send one request on ``stream`` and return the body of its response."""
+    correlation_id = next(_correlation_ids) & 0x7FFFFFFF
+    header = encode_request_header(api_key, version, correlation_id, _CLIENT_ID)
+    decoder = FrameDecoder()
+    with trio.fail_after(timeout_s):
+        await stream.send_all(encode_frame(header, body))
+        while (frame := decoder.next_frame()) is None:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise DiscoveryError("broker closed the connection before answering")
+            decoder.feed(data)
+    if response_correlation_id(frame) != correlation_id:
+        raise DiscoveryError("broker answered with another correlation id")
+    return frame[response_body_offset(frame, api_key, version) :]
+
+
+def brokers_in_metadata(body: bytes, version: int) -> list[BrokerAddress]:
+    """The brokers listed in a Metadata response body."""
+    found: list[BrokerAddress] = []
+
+    def record(node_id: int, host: str, port: int) -> tuple[str, int]:
+        found.append(BrokerAddress(node_id, host, port))
+        return host, port
+
+    rewrite_response(METADATA_KEY, version, body, record)
+    return found
+
+
+async def discover_brokers(
+    bootstrap_servers: Sequence[HostPort], connect_timeout_s: float, request_timeout_s: float
+) -> list[BrokerAddress]:
+    """Ask the first reachable bootstrap server for the cluster's brokers."""
+    stream, server = await connect_first(bootstrap_servers, connect_timeout_s)
+    async with stream:
+        try:
+            body = await request_response(
+                stream,
+                METADATA_KEY,
+                DISCOVERY_METADATA_VERSION,
+                _METADATA_NO_TOPICS_V12,
+                request_timeout_s,
+            )
+            return brokers_in_metadata(body, DISCOVERY_METADATA_VERSION)
+        except (trio.TooSlowError, trio.BrokenResourceError, CodecError) as exc:
+            raise DiscoveryError(f"metadata request to {server} failed: {exc!r}") from exc

@@ -1,0 +1,142 @@
+"""Start the real gateway (the `kafka-gateway run` command) as a subprocess for tests.
+
+Running it as its own process, exactly as a user does, keeps the blocking client
+libraries out of the gateway's Trio loop and gives tests its JSON log to assert on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+Event = dict[str, Any]
+
+
+def ports_are_free(host: str, ports: list[int]) -> bool:
+    for port in ports:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+_next_port = 30000 + (os.getpid() % 200) * 40
+
+
+def free_port_block(size: int = 16, host: str = "127.0.0.1") -> int:
+    """First port of ``size`` consecutive free ports (bootstrap + broker ports)."""
+    global _next_port
+    for _ in range(200):
+        start = _next_port
+        _next_port += size
+        if _next_port > 60000:
+            _next_port = 30000
+        if ports_are_free(host, list(range(start, start + size))):
+            return start
+    raise RuntimeError("no block of free ports found")
+
+
+@dataclass
+class RunningGateway:
+    process: subprocess.Popen[bytes]
+    bootstrap: str
+    log_path: Path
+    config_path: Path
+
+    def events(self) -> list[Event]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def wait_for_event(self, predicate: Callable[[Event], bool], timeout: float = 30) -> Event:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events():
+                if predicate(event):
+                    return event
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"gateway exited ({self.process.returncode}); log:\n{self.tail()}"
+                )
+            time.sleep(0.05)
+        raise AssertionError(f"no matching gateway event within {timeout}s; log:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def gateway_config(upstream_bootstrap: str, port: int, **gateway_keys: Any) -> dict[str, Any]:
+    return {
+        "log": {"format": "json", "level": gateway_keys.pop("log_level", "debug")},
+        **gateway_keys,
+        "virtual_clusters": [
+            {
+                "name": "test",
+                "listener": {"bootstrap": f"127.0.0.1:{port}", "broker_port_base": port},
+                "upstream": {
+                    "bootstrap_servers": upstream_bootstrap.split(","),
+                    "connect_timeout_ms": 3000,
+                    "metadata_refresh_interval_ms": 2000,
+                },
+            }
+        ],
+    }
+
+
+@contextmanager
+def running_gateway(
+    workdir: Path, upstream_bootstrap: str, *, wait_for_brokers: bool = True, **gateway_keys: Any
+) -> Iterator[RunningGateway]:
+    """Run the gateway in front of ``upstream_bootstrap`` until the block ends."""
+    port = free_port_block()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / f"gateway-{port}.yaml"
+    # JSON is valid YAML, and keeps the harness free of a YAML writer.
+    config = gateway_config(upstream_bootstrap, port, **gateway_keys)
+    config_path.write_text(json.dumps(config, indent=2))
+    log_path = workdir / f"gateway-{port}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "--config", str(config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+    gateway = RunningGateway(process, f"127.0.0.1:{port}", log_path, config_path)
+    try:
+        if wait_for_brokers:
+            gateway.wait_for_event(lambda e: e.get("event") == "brokers_discovered", timeout=60)
+        else:
+            gateway.wait_for_event(lambda e: e.get("event") == "gateway_started", timeout=60)
+        yield gateway
+    finally:
+        gateway.stop()
+        print(f"gateway log: {log_path}")

@@ -1,0 +1,141 @@
+"""librdkafka (confluent-kafka) through the gateway: it must not be able to tell."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicCollection
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.gateway_harness import RunningGateway
+from tests.integration.clients import (
+    StatsRecorder,
+    consume_values,
+    gateway_addresses,
+    produce_values,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+def test_produce_and_consume_with_a_group_only_through_gateway_addresses(
+    gateway: RunningGateway, topic: str
+) -> None:
+    stats = StatsRecorder()
+    values = [f"value-{i}" for i in range(300)]
+    delivered = produce_values(
+        gateway.bootstrap, topic, values, stats_cb=stats, **{"statistics.interval.ms": 100}
+    )
+    assert len({partition for partition, _ in delivered}) == 6
+    received = consume_values(
+        gateway.bootstrap,
+        topic,
+        len(values),
+        group=f"g-{uuid.uuid4().hex[:6]}",
+        stats_cb=stats,
+        **{"statistics.interval.ms": 100},
+    )
+    assert sorted(received) == sorted(values)
+    assert stats.broker_addresses, "librdkafka reported no brokers"
+    assert stats.broker_addresses <= gateway_addresses(gateway.bootstrap), stats.broker_addresses
+
+
+def test_metadata_shows_gateway_brokers_with_upstream_node_ids(
+    gateway: RunningGateway, kafka_cluster, topic: str
+) -> None:
+    direct = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap_servers}).list_topics(
+        timeout=10
+    )
+    via = AdminClient({"bootstrap.servers": gateway.bootstrap}).list_topics(timeout=10)
+    assert set(via.brokers) == set(direct.brokers) == {1, 2, 3}
+    gateway_port = int(gateway.bootstrap.rsplit(":", 1)[1])
+    for node_id, broker in via.brokers.items():
+        assert (broker.host, broker.port) == ("127.0.0.1", gateway_port + node_id)
+    assert via.topics[topic].partitions.keys() == direct.topics[topic].partitions.keys()
+    leaders = {p.leader for p in via.topics[topic].partitions.values()}
+    assert len(leaders) > 1, "partitions should be led by different brokers"
+
+
+def test_idempotent_producer(gateway: RunningGateway, topic: str) -> None:
+    values = [f"idem-{i}" for i in range(200)]
+    produce_values(gateway.bootstrap, topic, values, **{"enable.idempotence": True, "acks": "all"})
+    received = consume_values(gateway.bootstrap, topic, len(values), group=f"g-{uuid.uuid4()}")
+    assert sorted(received) == sorted(values)
+
+
+def test_committed_and_aborted_transactions(gateway: RunningGateway, topic: str) -> None:
+    producer = Producer(
+        {"bootstrap.servers": gateway.bootstrap, "transactional.id": f"tx-{uuid.uuid4()}"}
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(10):
+        producer.produce(topic, value=f"committed-{i}".encode())
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    for i in range(10):
+        producer.produce(topic, value=f"aborted-{i}".encode())
+    producer.flush(30)
+    producer.abort_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"committed-last")
+    producer.commit_transaction(30)
+
+    received = consume_values(
+        gateway.bootstrap,
+        topic,
+        11,
+        group=f"g-{uuid.uuid4()}",
+        **{"isolation.level": "read_committed"},
+    )
+    assert sorted(received) == sorted([f"committed-{i}" for i in range(10)] + ["committed-last"])
+
+
+def test_admin_create_describe_delete_topics(gateway: RunningGateway) -> None:
+    admin = AdminClient({"bootstrap.servers": gateway.bootstrap})
+    name = f"admin-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=2)])[name].result(30)
+    description = admin.describe_topics(TopicCollection([name]))[name].result(30)
+    assert len(description.partitions) == 3
+    cluster = admin.describe_cluster().result(30)
+    assert {f"{n.host}:{n.port}" for n in cluster.nodes} <= gateway_addresses(gateway.bootstrap)
+    assert cluster.controller is not None
+    admin.delete_topics([name])[name].result(30)
+    assert name not in admin.list_topics(timeout=10).topics or _eventually_deleted(admin, name)
+
+
+def _eventually_deleted(admin: AdminClient, name: str) -> bool:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if name not in admin.list_topics(timeout=10).topics:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_consumer_group_protocol_kip_848(gateway: RunningGateway, topic: str) -> None:
+    values = [f"848-{i}" for i in range(60)]
+    produce_values(gateway.bootstrap, topic, values)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": gateway.bootstrap,
+            "group.id": f"g848-{uuid.uuid4().hex[:6]}",
+            "group.protocol": "consumer",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    received: list[str] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(received) < len(values) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                received.append(msg.value().decode())
+        assignment = consumer.assignment()
+    finally:
+        consumer.close()
+    assert sorted(received) == sorted(values)
+    assert len(assignment) == 6
