@@ -135,7 +135,7 @@ class VirtualCluster:
         while True:
             try:
                 brokers = await self.refresh_brokers()
-            except (DiscoveryError, UpstreamUnavailable) as exc:
+            except (DiscoveryError, UpstreamUnavailable, ValueError) as exc:
                 failures += 1
                 self.log.warning("broker_discovery_failed", error=str(exc), attempt=failures)
                 # Retry quickly while the upstream is coming up, then settle to the interval.

@@ -181,7 +181,7 @@ class ClientSession:
             # A client with metadata from before a gateway restart: ask the cluster.
             try:
                 await self.cluster.refresh_brokers()
-            except (ConnectionError, trio.TooSlowError) as exc:
+            except (ConnectionError, trio.TooSlowError, ValueError) as exc:
                 raise SessionClosed(f"cannot locate broker {node_id}: {exc}") from None
             address = self.cluster.upstream_of(node_id)
         if address is None:
@@ -318,13 +318,13 @@ class ClientSession:
             )
         try:
             return await self._rewrite_response(entry, frame)
-        except CodecError as exc:
+        except ValueError as exc:  # CodecError, or a node id with no valid gateway port
             name = API_TABLE.get(entry.api_key, (str(entry.api_key),))[0]
             self.log.error(
-                "response_decode_failed", api=name, version=entry.api_version, error=str(exc)
+                "response_rewrite_failed", api=name, version=entry.api_version, error=str(exc)
             )
             raise SessionClosed(
-                f"cannot decode {name} v{entry.api_version} response: {exc}"
+                f"cannot rewrite {name} v{entry.api_version} response: {exc}"
             ) from None
 
     async def _rewrite_response(self, entry: InFlight, frame: bytes) -> bytes:

@@ -3,10 +3,14 @@ acks=0, and malformed input."""
 
 from __future__ import annotations
 
+import datetime
 import struct
+import time
 import uuid
 
 import pytest
+from confluent_kafka.admin import AdminClient
+from kafka.record.memory_records import MemoryRecordsBuilder
 from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersionsV0
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.errors import ErrorCode
@@ -18,7 +22,7 @@ from kio.schema.produce.v9.request import (
     ProduceRequest,
     TopicProduceData,
 )
-from kio.static.primitive import i8, i16, i32
+from kio.static.primitive import Records, i8, i16, i32
 
 from codec.api_versions import gateway_version_ranges
 from codec.headers import encode_request_header
@@ -74,33 +78,46 @@ def test_pipelined_requests_are_answered_in_order(gateway: RunningGateway) -> No
 
 
 def test_acks_zero_produce_leaves_nothing_in_flight(gateway: RunningGateway, topic: str) -> None:
-    # A record batch produced by a real client would do; an empty records field is enough
-    # for the broker to accept the request without answering (acks=0).
     produce = ProduceRequest(
         transactional_id=None,
         acks=i16(0),
-        timeout=i32(5000),
+        timeout=datetime.timedelta(seconds=5),
         topic_data=(
             TopicProduceData(
-                name=topic, partition_data=(PartitionProduceData(index=i32(0), records=None),)
+                name=topic,
+                partition_data=(PartitionProduceData(index=i32(0), records=_one_record_batch()),),
             ),
         ),
     )
-    with RawKafkaConnection(gateway.bootstrap) as conn:
+    # Send to the leader's gateway port: on acks=0 a broker that is not the leader
+    # closes the connection instead of answering.
+    leader = AdminClient({"bootstrap.servers": gateway.bootstrap}).list_topics(timeout=10)
+    broker = leader.brokers[leader.topics[topic].partitions[0].leader]
+    with RawKafkaConnection(f"{broker.host}:{broker.port}") as conn:
         conn.send_request(produce, 1)
         conn.send_request(produce, 2)
         # If the gateway waited for Produce responses, this answer would never come.
         assert conn.request(API_VERSIONS, correlation_id=3).error_code == ErrorCode.none
 
 
+def _one_record_batch() -> Records:
+    builder = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 20)
+    builder.append(timestamp=None, key=b"k", value=b"acks-zero", headers=[])
+    builder.close()
+    return Records(bytes(builder.buffer()))
+
+
 def test_find_coordinator_answers_gateway_addresses(gateway: RunningGateway, topic: str) -> None:
     group = f"g-{uuid.uuid4().hex[:8]}"
     allowed = gateway_addresses(gateway.bootstrap)
     with RawKafkaConnection(gateway.bootstrap) as conn:
-        for _ in range(50):  # the coordinator may need a moment on a fresh cluster
+        deadline = time.monotonic() + 30
+        while True:  # the offsets topic is created on the first FindCoordinator
             v4 = conn.request(FindCoordinatorV4(key_type=i8(0), coordinator_keys=(group,)))
-            if v4.coordinators[0].error_code == ErrorCode.none:
+            if v4.coordinators[0].error_code != ErrorCode.coordinator_not_available:
                 break
+            assert time.monotonic() < deadline, "no group coordinator within 30 s"
+            time.sleep(0.2)
         coordinator = v4.coordinators[0]
         assert coordinator.error_code == ErrorCode.none
         assert f"{coordinator.host}:{coordinator.port}" in allowed
