@@ -378,6 +378,6 @@ def _intersect_api_versions(frame: bytes, api_version: int) -> bytes:
 def _peer(stream: trio.SocketStream) -> str:
     try:
         host, port, *_ = stream.socket.getpeername()
-    except OSError:
+    except (OSError, AttributeError):
         return "unknown"
     return f"{host}:{port}"

@@ -1,0 +1,160 @@
+"""ClientSession's own logic, against a scripted fake broker on loopback.
+
+Real clients against real Kafka are in tests/integration; this fake only exists to make
+the upstream misbehave in ways a healthy broker never does (wrong correlation id,
+closing mid-request) and to pin down response ordering exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import trio
+from kio.schema.metadata.v12.response import MetadataResponse, MetadataResponseBroker
+from kio.serial import entity_writer
+from kio.static.primitive import i32
+
+from codec.framing import FrameDecoder, encode_frame
+from codec.headers import encode_request_header, encode_response_header, peek_api
+from gateway.cluster import VirtualCluster
+from policies.config_loader import parse_config
+from tests.gateway_harness import free_port_block
+
+Handler = Callable[[int, int, int, trio.SocketStream], Awaitable[None]]
+
+
+def metadata_v12_body(port: int) -> bytes:
+    response = MetadataResponse(
+        throttle_time=datetime.timedelta(0),
+        brokers=(
+            MetadataResponseBroker(node_id=i32(1), host="127.0.0.1", port=i32(port), rack=None),
+        ),
+        cluster_id="fake",
+        controller_id=i32(1),
+        topics=(),
+    )
+    buf = io.BytesIO()
+    entity_writer(MetadataResponse)(buf, response)
+    return buf.getvalue()
+
+
+@asynccontextmanager
+async def fake_broker(handler: Handler) -> AsyncIterator[int]:
+    """A loopback listener answering each request with ``handler``; yields its port."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def serve(stream: trio.SocketStream) -> None:
+        decoder = FrameDecoder()
+        with contextlib.suppress(trio.ClosedResourceError):
+            while data := await stream.receive_some(65536):
+                decoder.feed(data)
+                while (frame := decoder.next_frame()) is not None:
+                    api_key, version, correlation_id = peek_api(frame)
+                    if api_key == 3:  # the gateway's own broker discovery
+                        header = encode_response_header(correlation_id, 3, version)
+                        await stream.send_all(encode_frame(header, metadata_v12_body(port)))
+                    else:
+                        await handler(api_key, version, correlation_id, stream)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, serve, listeners)
+        yield port
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def gateway_in_front_of(upstream_port: int) -> AsyncIterator[tuple[int, VirtualCluster]]:
+    port = free_port_block(2)
+    config = parse_config(
+        f"""
+virtual_clusters:
+  - name: unit
+    listener: {{bootstrap: "127.0.0.1:{port}", broker_ports: {{1: {port + 1}}}}}
+    upstream: {{bootstrap_servers: ["127.0.0.1:{upstream_port}"]}}
+"""
+    )
+    cluster = VirtualCluster(config.virtual_clusters[0], config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cluster.run)
+        yield port, cluster
+        nursery.cancel_scope.cancel()
+
+
+async def read_frame(stream: trio.SocketStream, decoder: FrameDecoder) -> bytes | None:
+    while (frame := decoder.next_frame()) is None:
+        data = await stream.receive_some(65536)
+        if not data:
+            return None
+        decoder.feed(data)
+    return frame
+
+
+def request(api_key: int, version: int, correlation_id: int) -> bytes:
+    return encode_frame(encode_request_header(api_key, version, correlation_id, "unit"), b"\x00")
+
+
+async def test_local_unsupported_version_answer_waits_for_earlier_responses() -> None:
+    release = trio.Event()
+
+    async def slow_answer(api_key: int, version: int, cid: int, stream: trio.SocketStream) -> None:
+        await release.wait()
+        await stream.send_all(encode_frame(struct.pack(">i", cid), b"\x00" * 8))
+
+    async with fake_broker(slow_answer) as upstream, gateway_in_front_of(upstream) as (port, _):
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        decoder = FrameDecoder()
+        await client.send_all(request(12, 0, 1) + request(18, 99, 2))  # Heartbeat, ApiVersions
+        with trio.move_on_after(0.2):
+            early = await read_frame(client, decoder)
+            raise AssertionError(f"the local answer overtook the broker's: {early!r}")
+        release.set()
+        first = await read_frame(client, decoder)
+        second = await read_frame(client, decoder)
+        assert first is not None and second is not None
+        assert struct.unpack_from(">i", first)[0] == 1
+        assert struct.unpack_from(">i", second)[0] == 2
+        assert second[4:6] == b"\x00\x23"  # UNSUPPORTED_VERSION
+        await client.aclose()
+
+
+async def test_wrong_correlation_id_from_upstream_closes_the_client() -> None:
+    async def wrong_id(api_key: int, version: int, cid: int, stream: trio.SocketStream) -> None:
+        await stream.send_all(encode_frame(struct.pack(">i", cid + 1), b"\x00" * 8))
+
+    async with fake_broker(wrong_id) as upstream, gateway_in_front_of(upstream) as (port, _):
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        await client.send_all(request(12, 0, 41))
+        with trio.fail_after(5):
+            assert await read_frame(client, FrameDecoder()) is None
+
+
+async def test_upstream_closing_mid_request_closes_the_client() -> None:
+    async def hang_up(api_key: int, version: int, cid: int, stream: trio.SocketStream) -> None:
+        await stream.aclose()
+
+    async with fake_broker(hang_up) as upstream, gateway_in_front_of(upstream) as (port, _):
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        await client.send_all(request(12, 0, 7))
+        with trio.fail_after(5):
+            assert await read_frame(client, FrameDecoder()) is None
+
+
+async def test_discovery_binds_broker_ports_and_maps_addresses() -> None:
+    async def unused(api_key: int, version: int, cid: int, stream: trio.SocketStream) -> None:
+        raise AssertionError("no client request expected")
+
+    async with fake_broker(unused) as upstream, gateway_in_front_of(upstream) as (port, cluster):
+        with trio.fail_after(5):
+            await cluster.discovered.wait()
+        assert cluster.upstream_of(1) is not None
+        assert cluster.upstream_of(1).port == upstream  # type: ignore[union-attr]
+        assert cluster.client_address(1, "127.0.0.1", upstream) == ("127.0.0.1", port + 1)
+        # The broker port is bound and forwards to the fake broker.
+        stream = await trio.open_tcp_stream("127.0.0.1", port + 1)
+        await stream.aclose()
