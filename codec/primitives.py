@@ -48,8 +48,7 @@ class Reader:
     def _need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.end:
             raise CodecError(
-                f"truncated {what}: need {n} bytes at offset {self.pos}, "
-                f"have {self.end - self.pos}"
+                f"truncated {what}: need {n} bytes at offset {self.pos}, have {self.end - self.pos}"
             )
 
     def int8(self) -> int:

@@ -10,11 +10,13 @@ before any client is told about it.
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from functools import partial
 
 import structlog
 import trio
 
+from codec.metadata import metadata_topic_ids
 from gateway.discovery import BrokerAddress, DiscoveryError, discover_brokers
 from gateway.net import ListenError, UpstreamUnavailable, open_listeners
 from gateway.session import ClientSession, SessionSettings, UpstreamTarget
@@ -40,7 +42,10 @@ class VirtualCluster:
         self._bind_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         #: Topic ids seen in Metadata responses, for APIs that carry ids instead of names.
-        self.topic_names: dict[uuid.UUID, str] = {}
+        self._topic_names: dict[uuid.UUID, str] = {}
+        #: Metadata responses not yet read for topic ids: walking one costs ~0.5 ms, so
+        #: it is done only when an id is looked up (decode only what a policy needs).
+        self._unread_metadata: deque[tuple[bytes, int, int]] = deque(maxlen=8)
         self.discovered = trio.Event()
 
     # --- address map (called by sessions) ------------------------------------------
@@ -62,8 +67,21 @@ class VirtualCluster:
     def upstream_of(self, node_id: int) -> HostPort | None:
         return self._upstream_by_node.get(node_id)
 
-    def remember_topics(self, topic_names: dict[uuid.UUID, str]) -> None:
-        self.topic_names.update(topic_names)
+    def remember_metadata(self, frame: bytes, body_offset: int, api_version: int) -> None:
+        """Keep a Metadata response so topic ids can be resolved from it later."""
+        if api_version >= 10:
+            self._unread_metadata.append((frame, body_offset, api_version))
+
+    def topic_name(self, topic_id: uuid.UUID) -> str | None:
+        """The name of a topic id seen in any recent Metadata response, else None."""
+        name = self._topic_names.get(topic_id)
+        if name is None and self._unread_metadata:
+            while self._unread_metadata:
+                frame, offset, version = self._unread_metadata.popleft()
+                body = memoryview(frame)[offset:].toreadonly()
+                self._topic_names.update(metadata_topic_ids(body, version))
+            name = self._topic_names.get(topic_id)
+        return name
 
     # --- listeners -------------------------------------------------------------------
 

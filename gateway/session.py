@@ -32,10 +32,9 @@ from codec.headers import (
     response_body_offset,
     response_correlation_id,
 )
-from codec.metadata import metadata_topic_ids
 from codec.primitives import CodecError
 from codec.produce import produce_acks
-from codec.rewrite import rewrite_response
+from codec.rewrite import carries_addresses, rewrite_response
 from gateway.logs import debug_enabled
 from gateway.net import UpstreamUnavailable, connect_first
 from policies.config import HostPort
@@ -43,23 +42,10 @@ from policies.config import HostPort
 if TYPE_CHECKING:
     from gateway.cluster import VirtualCluster
 
-PRODUCE, FETCH, METADATA, API_VERSIONS = 0, 1, 3, 18
-FIND_COORDINATOR, DESCRIBE_CLUSTER = 10, 60
-UNSUPPORTED_VERSION_ERROR = b"\x00\x23"  # error code 35 as int16
+PRODUCE, METADATA, API_VERSIONS = 0, 3, 18
 RECEIVE_BYTES = 256 * 1024
 
 GATEWAY_VERSION_RANGES = api_versions.gateway_version_ranges()
-
-
-def _carries_addresses(api_key: int, api_version: int) -> bool:
-    """Whether a response of this API version can name brokers (and so must be rewritten)."""
-    if api_key in (METADATA, FIND_COORDINATOR, DESCRIBE_CLUSTER):
-        return True
-    if api_key == PRODUCE:
-        return api_version >= 10  # KIP-951 node_endpoints
-    if api_key == FETCH:
-        return api_version >= 16
-    return False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -249,7 +235,7 @@ class ClientSession:
         Clients negotiate versions through ApiVersions, which the gateway caps, so
         only a misbehaving client gets here; forwarding would leak broker addresses.
         """
-        if not (_carries_addresses(api_key, api_version) or api_key == API_VERSIONS):
+        if not (carries_addresses(api_key, api_version) or api_key == API_VERSIONS):
             return
         low, high = GATEWAY_VERSION_RANGES.get(api_key, (0, -1))
         if not low <= api_version <= high:
@@ -331,13 +317,13 @@ class ClientSession:
         api_key, api_version = entry.api_key, entry.api_version
         if api_key == API_VERSIONS:
             return _intersect_api_versions(frame, api_version)
-        if not _carries_addresses(api_key, api_version):
+        if not carries_addresses(api_key, api_version):
             return frame
         offset = response_body_offset(frame, api_key, api_version)
         body = memoryview(frame)[offset:].toreadonly()
         new_body = rewrite_response(api_key, api_version, body, self.cluster.client_address)
-        if api_key == METADATA and api_version >= 10:
-            self.cluster.remember_topics(metadata_topic_ids(body, api_version))
+        if api_key == METADATA:
+            self.cluster.remember_metadata(frame, offset, api_version)
         if self.cluster.has_unbound_brokers:
             # Bind before the client can learn of the port and connect to it.
             await self.cluster.ensure_broker_listeners()
@@ -364,15 +350,13 @@ class ClientSession:
 
 def _intersect_api_versions(frame: bytes, api_version: int) -> bytes:
     """Advertise only versions both the broker and the gateway support."""
-    body = frame[4:]  # ApiVersions responses always use response header v0
-    # A broker answers an ApiVersions version it does not know with a v0 body.
-    body_version = 0 if body[:2] == UNSUPPORTED_VERSION_ERROR else api_version
-    parsed = api_versions.parse_api_versions_response(body, body_version)
+    body = memoryview(frame)[4:].toreadonly()  # ApiVersions always uses response header v0
+    parsed = api_versions.parse_api_versions_response(body, api_version)
     narrowed = dataclasses.replace(
         parsed,
         api_keys=api_versions.intersect_api_versions(parsed.api_keys, GATEWAY_VERSION_RANGES),
     )
-    return frame[:4] + api_versions.encode_api_versions_response(narrowed, body_version)
+    return frame[:4] + api_versions.encode_api_versions_response(narrowed, api_version)
 
 
 def _peer(stream: trio.SocketStream) -> str:

@@ -30,7 +30,7 @@ def main() -> None:
     print("# api_key: (name, min_version, max_version, first_flexible_version or None)")
     print("API_TABLE: Final[dict[int, tuple[str, int, int, int | None]]] = {")
     for key, name, lo, hi, flex in rows:
-        print(f"    {key}: ({name!r}, {lo}, {hi}, {flex}),")
+        print(f'    {key}: ("{name}", {lo}, {hi}, {flex}),')
     print("}")
 
 

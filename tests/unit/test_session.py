@@ -11,11 +11,18 @@ import contextlib
 import datetime
 import io
 import struct
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import trio
-from kio.schema.metadata.v12.response import MetadataResponse, MetadataResponseBroker
+from kio.schema.errors import ErrorCode
+from kio.schema.metadata.v12.response import (
+    MetadataResponse,
+    MetadataResponseBroker,
+    MetadataResponseTopic,
+)
+from kio.schema.types import TopicName
 from kio.serial import entity_writer
 from kio.static.primitive import i32
 
@@ -28,7 +35,7 @@ from tests.gateway_harness import free_port_block
 Handler = Callable[[int, int, int, trio.SocketStream], Awaitable[None]]
 
 
-def metadata_v12_body(port: int) -> bytes:
+def metadata_v12_body(port: int, topics: tuple[MetadataResponseTopic, ...] = ()) -> bytes:
     response = MetadataResponse(
         throttle_time=datetime.timedelta(0),
         brokers=(
@@ -36,7 +43,7 @@ def metadata_v12_body(port: int) -> bytes:
         ),
         cluster_id="fake",
         controller_id=i32(1),
-        topics=(),
+        topics=topics,
     )
     buf = io.BytesIO()
     entity_writer(MetadataResponse)(buf, response)
@@ -158,3 +165,30 @@ async def test_discovery_binds_broker_ports_and_maps_addresses() -> None:
         # The broker port is bound and forwards to the fake broker.
         stream = await trio.open_tcp_stream("127.0.0.1", port + 1)
         await stream.aclose()
+
+
+def test_topic_ids_resolve_lazily_from_remembered_metadata() -> None:
+    config = parse_config(
+        """
+virtual_clusters:
+  - name: unit
+    listener: {bootstrap: "127.0.0.1:9092"}
+    upstream: {bootstrap_servers: ["127.0.0.1:19092"]}
+"""
+    )
+    cluster = VirtualCluster(config.virtual_clusters[0], config)
+    orders_id, unknown_id = uuid.uuid4(), uuid.uuid4()
+    topic = MetadataResponseTopic(
+        error_code=ErrorCode.none,
+        name=TopicName("orders"),
+        topic_id=orders_id,
+        is_internal=False,
+        partitions=(),
+        topic_authorized_operations=i32(-2147483648),
+    )
+    frame = b"\x00\x00\x00\x01\x00" + metadata_v12_body(19092, (topic,))
+    cluster.remember_metadata(frame, 5, 12)
+    assert cluster.topic_name(orders_id) == "orders"
+    assert cluster.topic_name(unknown_id) is None
+    cluster.remember_metadata(frame, 5, 9)  # before v10 there are no topic ids to learn
+    assert cluster.topic_name(unknown_id) is None

@@ -1,0 +1,404 @@
+"""Load the YAML configuration file into :class:`~policies.config.GatewayConfig`.
+
+Every problem is reported, each with the file, line and column it comes from and
+the key's path (``virtual_clusters[0].upstream.bootstrap_servers[1]``):
+
+* the file is parsed with ruamel.yaml's round-trip loader, which keeps the line and
+  column of every key and value (``.lc``); duplicate keys are errors;
+* ``${VAR}`` and ``${VAR:-default}`` in string values are replaced from the
+  environment (``default`` is used when ``VAR`` is unset or empty; ``$${`` is a
+  literal ``${``); an unset variable without a default is an error;
+* the plain data is validated by pydantic, and each error location is mapped back
+  to the YAML node: an unknown key points at the key, a missing key at the mapping
+  that should contain it, any other problem at the offending value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from policies.config import GatewayConfig
+
+__all__ = ["ConfigError", "ConfigProblem", "load_config", "parse_config", "run_validate"]
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a configuration file. ``line`` and ``column`` are 1-based."""
+
+    source: str
+    path: str
+    line: int | None
+    column: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists everything that is wrong."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read, substitute, parse and validate the configuration file at ``path``.
+
+    ``env`` replaces ``os.environ`` for ``${VAR}`` substitution. Raises :class:`ConfigError`.
+    """
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        message = f"cannot read file: {reason}"
+        raise ConfigError([ConfigProblem(source, "", None, None, message)]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        message = f"not UTF-8 text (invalid byte at offset {exc.start})"
+        raise ConfigError([ConfigProblem(source, "", None, None, message)]) from None
+    return parse_config(text, source, env=env)
+
+
+def parse_config(
+    text: str, source: str = "<string>", *, env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Parse and validate configuration YAML ``text``; ``source`` names it in problems.
+
+    ``env`` replaces ``os.environ`` for ``${VAR}`` substitution. Raises :class:`ConfigError`.
+    """
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        root = yaml.load(text)
+    except MarkedYAMLError as exc:
+        raise ConfigError([_syntax_problem(source, exc)]) from None
+    except YAMLError as exc:
+        raise ConfigError([ConfigProblem(source, "", None, None, f"invalid YAML: {exc}")]) from None
+
+    if root is None:
+        message = "the configuration is empty; expected a mapping with 'virtual_clusters'"
+        raise ConfigError([ConfigProblem(source, "", 1, 1, message)])
+    if not isinstance(root, CommentedMap):
+        message = f"expected a mapping at the top level, got {_kind(root)}"
+        raise ConfigError([ConfigProblem(source, "", 1, 1, message)])
+
+    converter = _Converter(os.environ if env is None else env)
+    data = converter.plain(root, ())
+    located: list[tuple[Loc, bool, str]] = list(converter.problems)
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        # A value that could not be substituted already has its problem; the
+        # validation error on the left-over text would only repeat it.
+        reported = {loc for loc, _, _ in located}
+        for error in exc.errors():
+            if error["type"] == "extra_forbidden" or tuple(error["loc"]) not in reported:
+                located.append(_from_pydantic(error))
+    else:
+        if not located:
+            return config
+
+    problems = [_locate(source, root, loc, at_key, message) for loc, at_key, message in located]
+    problems.sort(key=lambda p: (p.line is None, p.line or 0, p.column or 0))
+    raise ConfigError(problems)
+
+
+def run_validate(path: str | Path) -> int:
+    """``kafka-gateway validate FILE``: report OK (exit 0) or every problem on stderr (exit 1)."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    count = len(config.virtual_clusters)
+    print(f"OK: {path} ({count} virtual cluster{'' if count == 1 else 's'})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# YAML syntax errors
+
+
+def _syntax_problem(source: str, exc: MarkedYAMLError) -> ConfigProblem:
+    mark = exc.problem_mark or exc.context_mark
+    message = exc.problem or exc.context or "invalid YAML"
+    if exc.problem and exc.context and not isinstance(exc, DuplicateKeyError):
+        message = f"{exc.problem} ({exc.context}"
+        if exc.context_mark is not None and exc.context_mark is not exc.problem_mark:
+            message += f" at line {exc.context_mark.line + 1}"
+        message += ")"
+    line = None if mark is None else mark.line + 1
+    column = None if mark is None else mark.column + 1
+    return ConfigProblem(source, "", line, column, f"invalid YAML: {message}")
+
+
+# --------------------------------------------------------------------------------------
+# ruamel tree -> plain data, with ${VAR} substitution
+
+_VAR_RE: Final = re.compile(r"\$(\$?)\{([^}]*)\}")
+_VAR_NAME_RE: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+
+
+class _Converter:
+    """Turns the round-trip tree into dicts, lists and scalars; collects problems."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[tuple[Loc, bool, str]] = []
+
+    def plain(self, node: Any, loc: Loc) -> Any:
+        if isinstance(node, dict):
+            out: dict[Any, Any] = {}
+            for key, value in node.items():
+                if isinstance(key, bool | int | float | str) or key is None:
+                    plain_key = key if key is None or isinstance(key, bool) else _scalar(key)
+                    part = key if isinstance(key, str | int) else str(key)
+                    out[plain_key] = self.plain(value, (*loc, part))
+                else:
+                    self.problems.append((loc, False, "mapping keys must be plain scalars"))
+            return out
+        if isinstance(node, list):
+            return [self.plain(item, (*loc, i)) for i, item in enumerate(node)]
+        if isinstance(node, TaggedScalar):
+            self.problems.append((loc, False, f"unsupported YAML tag {str(node.tag)!r}"))
+            return None
+        if isinstance(node, str):
+            return self.substitute(str(node), loc)
+        if isinstance(node, bool) or node is None:
+            return node
+        if isinstance(node, int | float):
+            return _scalar(node)
+        return node
+
+    def substitute(self, text: str, loc: Loc) -> str:
+        if "${" not in text:
+            return text
+
+        def replace(match: re.Match[str]) -> str:
+            escaped, body = match.group(1), match.group(2)
+            if escaped:
+                return "${" + body + "}"
+            ref = _VAR_NAME_RE.fullmatch(body)
+            if ref is None:
+                self.problems.append(
+                    (
+                        loc,
+                        False,
+                        f"invalid variable reference {match.group(0)!r} "
+                        "(expected ${NAME} or ${NAME:-default})",
+                    )
+                )
+                return match.group(0)
+            name, default = ref.group(1), ref.group(2)
+            value = self.env.get(name)
+            if default is not None and not value:
+                return default
+            if value is None:
+                self.problems.append(
+                    (
+                        loc,
+                        False,
+                        f"environment variable {name!r} is not set "
+                        f"(use ${{{name}:-default}} for a default)",
+                    )
+                )
+                return match.group(0)
+            return value
+
+        return _VAR_RE.sub(replace, text)
+
+
+def _scalar(value: Any) -> Any:
+    """Drop ruamel's scalar subclasses (HexInt, ScalarFloat, quoted strings...)."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------
+# pydantic errors -> messages and YAML locations
+
+
+def _from_pydantic(error: ErrorDetails) -> tuple[Loc, bool, str]:
+    """``(loc, point_at_key, message)`` for one pydantic error."""
+    loc: Loc = tuple(error["loc"])
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    if loc and loc[-1] == "[key]":
+        reason = _message(kind, _lower_first(error["msg"]), ctx, value)
+        return loc[:-1], True, f"invalid key {_show(value)}: {reason}"
+    if kind == "missing":
+        return loc, False, f"missing required key {loc[-1]!r}" if loc else "missing value"
+    if kind == "extra_forbidden":
+        message = f"unknown key {loc[-1]!r}"
+        suggestions = difflib.get_close_matches(str(loc[-1]), _known_keys(loc[:-1]), n=1)
+        if suggestions:
+            message += f" (did you mean {suggestions[0]!r}?)"
+        return loc, True, message
+    return loc, False, _message(kind, error["msg"], ctx, value)
+
+
+def _message(kind: str, default: str, ctx: dict[str, Any], value: Any) -> str:
+    got = _show(value)
+    if kind in {"int_type", "int_parsing", "int_from_float"}:
+        return f"expected an integer, got {got}"
+    if kind in {"string_type"}:
+        return f"expected a string, got {got}"
+    if kind in {"model_type", "model_attributes_type", "dict_type"}:
+        return f"expected a mapping, got {got}"
+    if kind in {"list_type"}:
+        return f"expected a list, got {got}"
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected', '?')}, got {got}"
+    if kind == "too_short" and isinstance(value, list | dict):
+        return f"must not be empty (at least {ctx.get('min_length')} item expected)"
+    bounds = {
+        "greater_than": ">",
+        "greater_than_equal": ">=",
+        "less_than": "<",
+        "less_than_equal": "<=",
+    }
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "?")
+        return f"must be {bounds[kind]} {limit}, got {got}"
+    return default
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, int | float):
+        return str(value)
+    return _kind(value)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return type(value).__name__
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _known_keys(loc: Loc) -> list[str]:
+    """Field names of the model found at ``loc`` (empty if ``loc`` is not a model)."""
+    annotation: Any = GatewayConfig
+    for part in loc:
+        model = _model_of(annotation)
+        if model is not None and isinstance(part, str):
+            field = model.model_fields.get(part)
+            if field is None:
+                return []
+            annotation = field.annotation
+        else:
+            annotation = _item_type(annotation)
+            if annotation is None:
+                return []
+    model = _model_of(annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    for candidate in _union_members(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _item_type(annotation: Any) -> Any:
+    """Element type of ``list[X]`` / value type of ``dict[K, V]`` (through ``| None``)."""
+    for candidate in _union_members(annotation):
+        origin = typing.get_origin(candidate)
+        args = typing.get_args(candidate)
+        if origin is list and args:
+            return args[0]
+        if origin is dict and len(args) == 2:
+            return args[1]
+    return None
+
+
+def _union_members(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in {typing.Union, types.UnionType}:
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _locate(source: str, root: CommentedMap, loc: Loc, at_key: bool, message: str) -> ConfigProblem:
+    """Map a location in the data to ``path`` text and the YAML node's line and column.
+
+    The position is the value's, or the key's when ``at_key`` or the value is a
+    mapping/list (whose own position is its first entry). A key that is not in the
+    file (missing) leaves the position at the enclosing mapping.
+    """
+    node: Any = root
+    line, column = 0, 0
+    path = ""
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            path += f"[{part}]"
+            line, column = node.lc.item(part)
+            node = node[part]
+        elif isinstance(node, CommentedMap):
+            path += f".{part}" if path else str(part)
+            if part not in node:
+                node = None
+                continue
+            child = node[part]
+            if part in node.lc.data:  # not for keys merged in with "<<: *anchor"
+                if (last and at_key) or isinstance(child, CommentedMap | CommentedSeq):
+                    line, column = node.lc.key(part)
+                else:
+                    line, column = node.lc.value(part)
+            node = child
+        else:
+            is_index = isinstance(part, int) and not isinstance(part, bool)
+            path += f"[{part}]" if is_index else (f".{part}" if path else str(part))
+            node = None
+    return ConfigProblem(source, path, line + 1, column + 1, message)
