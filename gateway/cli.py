@@ -22,12 +22,20 @@ def _run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     configure_logging(config.log.format, args.log_level or config.log.level)
+    failures: list[BaseException] = []
     try:
         trio.run(serve_until_signalled, config)
-    except ListenError as exc:
-        print(f"kafka-gateway: {exc.strerror}", file=sys.stderr)
-        return 1
-    return 0
+    except* ListenError as group:
+        failures += _leaf_exceptions(group)
+    for exc in failures:
+        print(f"kafka-gateway: {exc}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaf_exceptions(inner)]
+    return [exc]
 
 
 def _validate(args: argparse.Namespace) -> int:
