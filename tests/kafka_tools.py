@@ -1,0 +1,245 @@
+"""Run Apache Kafka's own Java command-line tools against a bootstrap address.
+
+The Java console producer/consumer and perf tools are the reference clients: if they
+work through the gateway, real applications will too. They run from the same cached
+jars as the local cluster (gateway/kafka_dist.py), logging only warnings to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from gateway.kafka_dist import (
+    TOOL_JVM_OPTS,
+    KafkaDistribution,
+    die_with_parent_preexec,
+    ensure_distribution,
+)
+
+CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer"
+CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
+PRODUCER_PERF = "org.apache.kafka.tools.ProducerPerformance"
+CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance"
+TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
+CONSUMER_GROUP_COMMAND = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
+
+Props = Mapping[str, str | int | bool]
+
+
+class KafkaToolError(RuntimeError):
+    """A Java tool exited non-zero; the message carries its command line and output."""
+
+
+@functools.cache
+def distribution() -> KafkaDistribution:
+    """The cached Kafka download (fetched on first use), shared by every tool call."""
+    return ensure_distribution()
+
+
+def java_tool(
+    main_class: str,
+    args: Sequence[str],
+    *,
+    input_text: str | None = None,
+    timeout: float = 120.0,
+    check: bool = True,
+    jvm_opts: Sequence[str] = TOOL_JVM_OPTS,
+) -> subprocess.CompletedProcess[str]:
+    """Run one Kafka tool to completion; raise `KafkaToolError` on failure if `check`."""
+    cmd = distribution().java_command(main_class, args, jvm_opts=jvm_opts)
+    result = subprocess.run(
+        cmd,
+        input=input_text,
+        stdin=None if input_text is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        preexec_fn=die_with_parent_preexec(),  # a killed test run must not leave JVMs
+    )
+    if check and result.returncode != 0:
+        raise KafkaToolError(
+            f"{main_class} exited {result.returncode}\nargs: {list(args)}\n"
+            f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def _prop_args(flag: str, props: Props | None) -> list[str]:
+    """`--flag k=v` pairs; booleans in Java's lower case."""
+    args: list[str] = []
+    for key, value in (props or {}).items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        args += [flag, f"{key}={text}"]
+    return args
+
+
+def console_produce(
+    bootstrap: str,
+    topic: str,
+    lines: Sequence[str],
+    *,
+    key_separator: str | None = None,
+    extra_props: Props | None = None,
+    timeout: float = 120.0,
+) -> subprocess.CompletedProcess[str]:
+    """Send each line as one record (acks=all); with `key_separator`, lines are key<sep>value."""
+    args = ["--bootstrap-server", bootstrap, "--topic", topic, "--request-required-acks", "all"]
+    if key_separator is not None:
+        args += ["--property", "parse.key=true", "--property", f"key.separator={key_separator}"]
+    args += _prop_args("--producer-property", extra_props)
+    text = "".join(f"{line}\n" for line in lines)
+    return java_tool(CONSOLE_PRODUCER, args, input_text=text, timeout=timeout)
+
+
+def console_consume(
+    bootstrap: str,
+    topic: str,
+    max_messages: int,
+    *,
+    group: str | None = None,
+    timeout_ms: int = 30_000,
+    from_beginning: bool = True,
+    print_key: bool = False,
+    isolation_level: str | None = None,
+    extra_props: Props | None = None,
+) -> list[str]:
+    """Consume up to `max_messages` records and return their values (or key\\tvalue).
+
+    The tool stops after `max_messages` or after `timeout_ms` without a record, in which
+    case fewer lines come back: callers assert on the list, not on the exit code.
+    """
+    args = ["--bootstrap-server", bootstrap, "--topic", topic]
+    args += ["--max-messages", str(max_messages), "--timeout-ms", str(timeout_ms)]
+    if from_beginning:
+        args.append("--from-beginning")
+    if group is not None:
+        args += ["--group", group]
+    if print_key:
+        args += ["--property", "print.key=true"]
+    if isolation_level is not None:
+        args += ["--isolation-level", isolation_level]
+    args += _prop_args("--consumer-property", extra_props)
+    result = java_tool(CONSOLE_CONSUMER, args, timeout=timeout_ms / 1000 + 120, check=False)
+    if result.returncode != 0 and "TimeoutException" not in result.stderr:
+        raise KafkaToolError(f"console consumer failed:\n{result.stderr[-4000:]}")
+    return result.stdout.splitlines()
+
+
+def create_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int = 1,
+    replication_factor: int = 1,
+    configs: Props | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """kafka-topics --create (fails if the topic exists)."""
+    args = ["--bootstrap-server", bootstrap, "--create", "--topic", topic]
+    args += ["--partitions", str(partitions), "--replication-factor", str(replication_factor)]
+    args += _prop_args("--config", configs)
+    return java_tool(TOPIC_COMMAND, args)
+
+
+def describe_topic(bootstrap: str, topic: str) -> str:
+    """kafka-topics --describe output, for assertions and failure messages."""
+    args = ["--bootstrap-server", bootstrap, "--describe", "--topic", topic]
+    return java_tool(TOPIC_COMMAND, args).stdout
+
+
+@dataclass(frozen=True)
+class ProducerPerfResult:
+    """The summary line of kafka-producer-perf-test."""
+
+    records: int
+    records_per_sec: float
+    mb_per_sec: float
+    avg_latency_ms: float
+    max_latency_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    p999_ms: float
+    output: str
+
+
+_PRODUCER_SUMMARY = re.compile(
+    r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
+    r"([\d.]+) ms max latency, ([\d.]+) ms 50th, ([\d.]+) ms 95th, ([\d.]+) ms 99th, "
+    r"([\d.]+) ms 99.9th"
+)
+
+
+def producer_perf(
+    bootstrap: str,
+    topic: str,
+    num_records: int,
+    *,
+    record_size: int = 100,
+    throughput: int = -1,
+    extra_props: Props | None = None,
+    timeout: float = 600.0,
+) -> ProducerPerfResult:
+    """kafka-producer-perf-test; `throughput=-1` means unthrottled."""
+    props = {"bootstrap.servers": bootstrap, **(extra_props or {})}
+    args = ["--topic", topic, "--num-records", str(num_records)]
+    args += ["--record-size", str(record_size), "--throughput", str(throughput)]
+    args += ["--producer-props", *(f"{k}={_java_value(v)}" for k, v in props.items())]
+    result = java_tool(PRODUCER_PERF, args, timeout=timeout)
+    return parse_producer_perf(result.stdout)
+
+
+def _java_value(value: str | int | bool) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def parse_producer_perf(output: str) -> ProducerPerfResult:
+    """Parse the final summary line (the tool also prints periodic progress lines)."""
+    matches = _PRODUCER_SUMMARY.findall(output)
+    if not matches:
+        raise KafkaToolError(f"no producer-perf summary in output:\n{output[-2000:]}")
+    records, rate, mb, avg, top, p50, p95, p99, p999 = matches[-1]
+    return ProducerPerfResult(
+        records=int(records),
+        records_per_sec=float(rate),
+        mb_per_sec=float(mb),
+        avg_latency_ms=float(avg),
+        max_latency_ms=float(top),
+        p50_ms=float(p50),
+        p95_ms=float(p95),
+        p99_ms=float(p99),
+        p999_ms=float(p999),
+        output=output,
+    )
+
+
+def consumer_perf(
+    bootstrap: str,
+    topic: str,
+    messages: int,
+    *,
+    group: str | None = None,
+    timeout_ms: int = 60_000,
+    timeout: float = 600.0,
+) -> dict[str, str]:
+    """kafka-consumer-perf-test; returns its CSV summary as {column: value}."""
+    args = ["--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages)]
+    args += ["--timeout", str(timeout_ms)]
+    if group is not None:
+        args += ["--group", group]
+    result = java_tool(CONSUMER_PERF, args, timeout=timeout)
+    return parse_consumer_perf(result.stdout)
+
+
+def parse_consumer_perf(output: str) -> dict[str, str]:
+    """Pair the header line with the last data line of the tool's CSV output."""
+    lines = [line for line in output.splitlines() if "," in line]
+    header = next((line for line in lines if line.startswith("start.time")), None)
+    if header is None or lines[-1] == header:
+        raise KafkaToolError(f"no consumer-perf summary in output:\n{output[-2000:]}")
+    keys = [key.strip() for key in header.split(",")]
+    values = [value.strip() for value in lines[-1].split(",")]
+    return dict(zip(keys, values, strict=False))
