@@ -22,9 +22,18 @@ def _run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     configure_logging(config.log.format, args.log_level or config.log.level)
+    if args.workers > 1:
+        from gateway.workers import WorkerSupervisor
+
+        extra = ["--log-level", args.log_level] if args.log_level else []
+        return WorkerSupervisor(args.config, args.workers, extra).run()
+    if args.worker_id is not None:
+        import structlog
+
+        structlog.contextvars.bind_contextvars(worker=args.worker_id)
     failures: list[BaseException] = []
     try:
-        trio.run(serve_until_signalled, config)
+        trio.run(serve_until_signalled, config, args.worker_id is not None)
     except* ListenError as group:
         failures += _leaf_exceptions(group)
     for exc in failures:
@@ -50,6 +59,13 @@ def _local_kafka(args: argparse.Namespace) -> int:
     return run_local_kafka(args)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gateway.local_kafka import add_local_kafka_arguments
 
@@ -63,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="override log.level"
     )
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="worker processes sharing the ports (SO_REUSEPORT); default 1",
+    )
+    run.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser(

@@ -26,8 +26,12 @@ from policies.config import GatewayConfig, HostPort, VirtualClusterConfig
 class VirtualCluster:
     """State shared by all client sessions of one virtual cluster."""
 
-    def __init__(self, config: VirtualClusterConfig, gateway: GatewayConfig) -> None:
+    def __init__(
+        self, config: VirtualClusterConfig, gateway: GatewayConfig, *, reuse_port: bool = False
+    ) -> None:
         self.config = config
+        #: Share ports with other gateway worker processes (SO_REUSEPORT).
+        self.reuse_port = reuse_port
         self.name = config.name
         self.settings = SessionSettings(
             max_frame_bytes=gateway.max_frame_bytes,
@@ -99,7 +103,9 @@ class VirtualCluster:
         port = listener.broker_port(node_id)
         self._bound_ports[node_id] = port
         try:
-            sockets = await open_listeners(listener.bootstrap.host, port)
+            sockets = await open_listeners(
+                listener.bootstrap.host, port, reuse_port=self.reuse_port
+            )
         except ListenError as exc:
             self.log.error("broker_port_bind_failed", node_id=node_id, port=port, error=str(exc))
             return
@@ -119,7 +125,7 @@ class VirtualCluster:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``started()`` once the bootstrap port is bound."""
         bootstrap = self.config.listener.bootstrap
-        sockets = await open_listeners(bootstrap.host, bootstrap.port)
+        sockets = await open_listeners(bootstrap.host, bootstrap.port, reuse_port=self.reuse_port)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(

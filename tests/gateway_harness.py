@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +113,12 @@ def gateway_config(upstream_bootstrap: str, port: int, **gateway_keys: Any) -> d
 
 @contextmanager
 def running_gateway(
-    workdir: Path, upstream_bootstrap: str, *, wait_for_brokers: bool = True, **gateway_keys: Any
+    workdir: Path,
+    upstream_bootstrap: str,
+    *,
+    wait_for_brokers: bool = True,
+    cli_args: Sequence[str] = (),
+    **gateway_keys: Any,
 ) -> Iterator[RunningGateway]:
     """Run the gateway in front of ``upstream_bootstrap`` until the block ends."""
     port = free_port_block()
@@ -125,7 +130,7 @@ def running_gateway(
     log_path = workdir / f"gateway-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--config", str(config_path)],
+            [sys.executable, "-m", "gateway.cli", "run", "--config", str(config_path), *cli_args],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
