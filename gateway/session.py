@@ -18,23 +18,24 @@ import enum
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
 
 from codec import api_versions
 from codec.api_table import API_TABLE
-from codec.framing import FrameDecoder, FrameError, size_prefix
+from codec.framing import FrameError, size_prefix
 from codec.headers import (
     parse_request_header,
     peek_api,
     response_body_offset,
     response_correlation_id,
 )
-from codec.primitives import CodecError
+from codec.primitives import Buffer, CodecError
 from codec.produce import produce_acks
 from codec.rewrite import carries_addresses, rewrite_response
+from codec.stream import BufferedFrame, Decider, Decision, FrameStream, Piece
 from gateway.logs import debug_enabled
 from gateway.net import UpstreamUnavailable, connect_first
 from policies.config import HostPort
@@ -44,6 +45,10 @@ if TYPE_CHECKING:
 
 PRODUCE, METADATA, API_VERSIONS = 0, 3, 18
 RECEIVE_BYTES = 256 * 1024
+#: A request header with a long client id and a Produce request's ``acks`` fit in this.
+REQUEST_HEAD_BYTES = 512
+#: A response needs only its correlation id to be matched to its request.
+RESPONSE_HEAD_BYTES = 4
 
 GATEWAY_VERSION_RANGES = api_versions.gateway_version_ranges()
 
@@ -93,6 +98,7 @@ class ClientSession:
         self.upstream_address: HostPort | None = None
         self.in_flight: deque[InFlight] = deque()
         self._client_send_lock = trio.Lock()
+        self._responses = FrameStream(cluster.settings.max_frame_bytes, RESPONSE_HEAD_BYTES)
         self.bytes_from_client = 0
         self.bytes_to_client = 0
         self.requests = 0
@@ -194,24 +200,26 @@ class ClientSession:
 
     async def _pump_requests(self) -> None:
         assert self.upstream is not None
-        decoder = FrameDecoder(self.cluster.settings.max_frame_bytes)
+        stream = FrameStream(self.cluster.settings.max_frame_bytes, REQUEST_HEAD_BYTES)
         while True:
             data = await self.client.receive_some(RECEIVE_BYTES)
             if not data:
                 raise SessionClosed("client closed the connection")
             self.bytes_from_client += len(data)
-            decoder.feed(data)
-            outgoing: list[bytes] = []
-            while (frame := self._next_frame(decoder, "client")) is not None:
-                if await self._admit_request(frame):
-                    outgoing += (size_prefix(len(frame)), frame)
-            if outgoing:
-                await self.upstream.send_all(b"".join(outgoing))
+            pieces = self._feed(stream, data, self._decide_request, "client")
+            for piece in pieces:
+                if isinstance(piece, BufferedFrame):
+                    self._admit_buffered_request(piece)
+            if self._has_local_answer_due():
+                await self._flush_local_answers()
+            forward = [p for p in pieces if not isinstance(p, BufferedFrame)]
+            if forward:
+                await self.upstream.send_all(forward[0] if len(forward) == 1 else b"".join(forward))
 
-    async def _admit_request(self, frame: bytes) -> bool:
-        """Record a request as in flight; False if the gateway answers it itself."""
+    def _decide_request(self, head: memoryview, size: int) -> tuple[Decision, Any, None]:
+        """Route one request from its first bytes; record it as in flight if answered."""
         try:
-            api_key, api_version, correlation_id = peek_api(frame)
+            api_key, api_version, correlation_id = peek_api(head)
         except CodecError as exc:
             raise SessionClosed(f"malformed request header from client: {exc}") from None
         self.requests += 1
@@ -221,13 +229,22 @@ class ClientSession:
             entry.local_response = api_versions.unsupported_version_response(
                 correlation_id, low, high
             )
-            await self._answer_locally(entry)
-            return False
+            self.in_flight.append(entry)
+            return Decision.DROP, None, None
         self._check_decodable(api_key, api_version)
-        if api_key == PRODUCE and self._produce_acks(frame, api_version) == 0:
-            return True  # acks=0: the broker sends no response, so nothing is in flight
+        if api_key == PRODUCE:
+            if len(head) < size and not _head_holds_acks(head, api_version):
+                return Decision.BUFFER, entry, None  # a huge client or transactional id
+            if self._produce_acks(head, api_version) == 0:
+                return Decision.FORWARD, None, None  # acks=0: the broker will not answer
         self.in_flight.append(entry)
-        return True
+        return Decision.FORWARD, None, None
+
+    def _admit_buffered_request(self, piece: BufferedFrame) -> None:
+        entry: InFlight = piece.context
+        if self._produce_acks(piece.frame, entry.api_version) != 0:
+            self.in_flight.append(entry)
+        piece.frame = size_prefix(len(piece.frame)) + piece.frame
 
     def _check_decodable(self, api_key: int, api_version: int) -> None:
         """Refuse versions of address-carrying APIs the codec cannot rewrite.
@@ -244,47 +261,59 @@ class ClientSession:
                 f"client sent {name} v{api_version}, outside the gateway's range v{low}-v{high}"
             )
 
-    def _produce_acks(self, frame: bytes, api_version: int) -> int:
+    def _produce_acks(self, frame: Buffer, api_version: int) -> int:
         try:
             body_offset = parse_request_header(frame).body_offset
             return produce_acks(frame, body_offset, api_version)
         except CodecError as exc:
             raise SessionClosed(f"malformed Produce request: {exc}") from None
 
-    async def _answer_locally(self, entry: InFlight) -> None:
+    def _has_local_answer_due(self) -> bool:
+        return bool(self.in_flight) and self.in_flight[0].local_response is not None
+
+    async def _flush_local_answers(self) -> None:
+        """Send local answers that no upstream response is ahead of."""
         async with self._client_send_lock:
-            if self.in_flight:
-                self.in_flight.append(entry)  # sent in order by the response pump
-                return
-            assert entry.local_response is not None
-            await self._send_to_client(
-                [size_prefix(len(entry.local_response)), entry.local_response]
-            )
+            if self._responses.in_frame:
+                return  # mid-response: the response pump sends them once it is done
+            outgoing: list[Buffer] = []
+            self._take_local_responses(outgoing)
+            if outgoing:
+                await self._send_to_client(outgoing)
 
     # --- upstream -> client ----------------------------------------------------------
 
     async def _pump_responses(self) -> None:
         assert self.upstream is not None
-        decoder = FrameDecoder(self.cluster.settings.max_frame_bytes)
+        stream = self._responses
         while True:
             data = await self.upstream.receive_some(RECEIVE_BYTES)
             if not data:
                 raise SessionClosed(
                     f"upstream closed the connection with {len(self.in_flight)} requests in flight"
                 )
-            decoder.feed(data)
             async with self._client_send_lock:
-                outgoing: list[bytes] = []
-                while (frame := self._next_frame(decoder, "upstream")) is not None:
-                    frame = await self._complete_response(frame)
-                    outgoing += (size_prefix(len(frame)), frame)
+                pieces = self._feed(stream, data, self._decide_response, "upstream")
+                outgoing: list[Buffer] = []
+                for piece in pieces:
+                    if isinstance(piece, BufferedFrame):
+                        frame = await self._complete_response(piece.context, piece.frame)
+                        outgoing += (size_prefix(len(frame)), frame)
+                    else:
+                        outgoing.append(piece)
+                if not stream.in_frame:
                     self._take_local_responses(outgoing)
                 if outgoing:
                     await self._send_to_client(outgoing)
 
-    async def _complete_response(self, frame: bytes) -> bytes:
-        correlation_id = response_correlation_id(frame)
-        if not self.in_flight or self.in_flight[0].local_response is not None:
+    def _decide_response(self, head: memoryview, size: int) -> tuple[Decision, Any, bytes | None]:
+        """Match a response to its request; buffer it only if it must be rewritten."""
+        if size < 4:
+            raise SessionClosed(f"upstream sent a {size}-byte response frame")
+        correlation_id = response_correlation_id(head)
+        local: list[Buffer] = []
+        self._take_local_responses(local)  # answers due before this response
+        if not self.in_flight:
             raise SessionClosed(
                 f"upstream sent an unexpected response (correlation id {correlation_id})"
             )
@@ -295,13 +324,22 @@ class ClientSession:
                 f"expected {entry.correlation_id}"
             )
         if self._debug:
-            self.log.debug(
-                "request",
-                api=API_TABLE.get(entry.api_key, (str(entry.api_key),))[0],
-                version=entry.api_version,
-                correlation_id=correlation_id,
-                latency_ms=round((time.perf_counter() - entry.sent_at) * 1000, 3),
-            )
+            self._log_request(entry)
+        api_key, api_version = entry.api_key, entry.api_version
+        rewrite = api_key == API_VERSIONS or carries_addresses(api_key, api_version)
+        decision = Decision.BUFFER if rewrite else Decision.FORWARD
+        return decision, entry, b"".join(local) if local else None
+
+    def _log_request(self, entry: InFlight) -> None:
+        self.log.debug(
+            "request",
+            api=API_TABLE.get(entry.api_key, (str(entry.api_key),))[0],
+            version=entry.api_version,
+            correlation_id=entry.correlation_id,
+            latency_ms=round((time.perf_counter() - entry.sent_at) * 1000, 3),
+        )
+
+    async def _complete_response(self, entry: InFlight, frame: bytearray) -> Buffer:
         try:
             return await self._rewrite_response(entry, frame)
         except ValueError as exc:  # CodecError, or a node id with no valid gateway port
@@ -313,12 +351,10 @@ class ClientSession:
                 f"cannot rewrite {name} v{entry.api_version} response: {exc}"
             ) from None
 
-    async def _rewrite_response(self, entry: InFlight, frame: bytes) -> bytes:
+    async def _rewrite_response(self, entry: InFlight, frame: bytearray) -> Buffer:
         api_key, api_version = entry.api_key, entry.api_version
         if api_key == API_VERSIONS:
             return _intersect_api_versions(frame, api_version)
-        if not carries_addresses(api_key, api_version):
-            return frame
         offset = response_body_offset(frame, api_key, api_version)
         body = memoryview(frame)[offset:].toreadonly()
         new_body = rewrite_response(api_key, api_version, body, self.cluster.client_address)
@@ -329,26 +365,35 @@ class ClientSession:
             await self.cluster.ensure_broker_listeners()
         return frame if new_body is None else frame[:offset] + new_body
 
-    def _take_local_responses(self, outgoing: list[bytes]) -> None:
+    def _take_local_responses(self, outgoing: list[Buffer]) -> None:
         while self.in_flight and self.in_flight[0].local_response is not None:
             response = self.in_flight.popleft().local_response
             assert response is not None
             outgoing += (size_prefix(len(response)), response)
 
-    async def _send_to_client(self, parts: list[bytes]) -> None:
-        data = b"".join(parts)
+    async def _send_to_client(self, parts: list[Buffer]) -> None:
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         self.bytes_to_client += len(data)
         await self.client.send_all(data)
 
-    def _next_frame(self, decoder: FrameDecoder, side: str) -> bytes | None:
+    def _feed(self, stream: FrameStream, data: bytes, decide: Decider, side: str) -> list[Piece]:
         try:
-            return decoder.next_frame()
+            return stream.feed(data, decide)
         except FrameError as exc:
             self.log.warning("malformed_frame", side=side, error=str(exc))
             raise SessionClosed(f"malformed frame from {side}: {exc}") from None
 
 
-def _intersect_api_versions(frame: bytes, api_version: int) -> bytes:
+def _head_holds_acks(head: memoryview, api_version: int) -> bool:
+    """Whether a Produce request's head is long enough to read ``acks`` from."""
+    try:
+        produce_acks(head, parse_request_header(head).body_offset, api_version)
+    except CodecError:
+        return False
+    return True
+
+
+def _intersect_api_versions(frame: Buffer, api_version: int) -> bytes:
     """Advertise only versions both the broker and the gateway support."""
     body = memoryview(frame)[4:].toreadonly()  # ApiVersions always uses response header v0
     parsed = api_versions.parse_api_versions_response(body, api_version)
@@ -356,7 +401,7 @@ def _intersect_api_versions(frame: bytes, api_version: int) -> bytes:
         parsed,
         api_keys=api_versions.intersect_api_versions(parsed.api_keys, GATEWAY_VERSION_RANGES),
     )
-    return frame[:4] + api_versions.encode_api_versions_response(narrowed, api_version)
+    return bytes(frame[:4]) + api_versions.encode_api_versions_response(narrowed, api_version)
 
 
 def _peer(stream: trio.SocketStream) -> str:

@@ -1,0 +1,207 @@
+"""Cut-through framing: forward a frame's bytes as they arrive, buffer only what must be read.
+
+:class:`codec.framing.FrameDecoder` hands out whole frames, so a proxy built on it
+stores every frame completely before forwarding it: a 6 MiB Fetch response then
+costs a full extra transfer time of latency, and each frame is copied twice. Here
+the caller decides per frame, from its first bytes (the head), whether to
+
+* ``FORWARD`` it: its bytes are handed back as slices of the received chunks, the
+  size prefix included, as soon as they arrive (no copy when a chunk is forwarded
+  whole);
+* ``BUFFER`` it: it is collected into one buffer of the exact size and handed back
+  whole once complete, for the few frames the gateway must decode or rewrite;
+* ``DROP`` it: its bytes are consumed and nothing is handed back (the gateway
+  answers it itself).
+
+Sans-I/O like the rest of ``codec``: bytes in, pieces out.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from codec.framing import DEFAULT_MAX_FRAME_BYTES, FrameError
+from codec.primitives import Buffer
+
+_SIZE: Final = struct.Struct(">i")
+
+#: Bytes of a frame (after its size prefix) that the head decision may look at: enough
+#: for a request header with a client id and a Produce request's acks.
+DEFAULT_HEAD_BYTES: Final = 512
+
+
+class Decision(enum.Enum):
+    FORWARD = "forward"
+    BUFFER = "buffer"
+    DROP = "drop"
+
+
+@dataclass(slots=True)
+class BufferedFrame:
+    """A complete frame (without its size prefix), and what the head decision attached."""
+
+    frame: bytes | bytearray
+    context: Any
+
+
+#: ``decide(head, frame_size) -> (decision, context, insert)``: head is the frame's first
+#: ``min(size, head_bytes)`` bytes; ``insert`` (or None) is emitted just before the frame,
+#: which lets a proxy slot its own answers in between forwarded ones.
+Decider = Callable[[memoryview, int], tuple[Decision, Any, bytes | None]]
+Piece = memoryview | bytes | BufferedFrame
+
+
+class FrameStream:
+    """Splits a byte stream into frames and routes each by the caller's decision."""
+
+    __slots__ = (
+        "_buffer",
+        "_buffer_context",
+        "_buffer_filled",
+        "_head",
+        "_head_bytes",
+        "_max_frame_bytes",
+        "_mode",
+        "_remaining",
+    )
+
+    def __init__(
+        self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, head_bytes: int = DEFAULT_HEAD_BYTES
+    ) -> None:
+        if max_frame_bytes <= 0:
+            raise ValueError(f"max_frame_bytes must be positive, got {max_frame_bytes}")
+        self._max_frame_bytes = max_frame_bytes
+        self._head_bytes = head_bytes
+        #: Bytes of the next frame's prefix and head received so far (between frames).
+        self._head = bytearray()
+        #: In the middle of a frame: its decision and how many body bytes are still to come.
+        self._mode: Decision | None = None
+        self._remaining = 0
+        self._buffer = bytearray()
+        self._buffer_filled = 0
+        self._buffer_context: Any = None
+
+    @property
+    def in_frame(self) -> bool:
+        """True while part of a frame has been received but not all of it."""
+        return self._mode is not None or bool(self._head)
+
+    def feed(self, chunk: Buffer, decide: Decider) -> list[Piece]:
+        """Consume ``chunk``; return the pieces to forward, in order.
+
+        Raises :class:`FrameError` for a negative or oversized frame size.
+        """
+        view = memoryview(chunk)
+        pieces: list[Piece] = []
+        pos, end = 0, len(view)
+        forward_from = -1  # start of a run of bytes of ``chunk`` to forward unchanged
+        while pos < end:
+            if self._mode is None:
+                if self._head or end - pos < 4:
+                    # A prefix or head split across chunks: collect it separately.
+                    if forward_from >= 0:
+                        pieces.append(view[forward_from:pos])
+                        forward_from = -1
+                    pos = self._collect_head(view, pos, pieces, decide)
+                    continue
+                (size,) = _SIZE.unpack_from(view, pos)
+                self._check_size(size)
+                head_end = pos + 4 + min(size, self._head_bytes)
+                if head_end > end:
+                    if forward_from >= 0:
+                        pieces.append(view[forward_from:pos])
+                        forward_from = -1
+                    pos = self._collect_head(view, pos, pieces, decide)
+                    continue
+                decision, context, insert = decide(view[pos + 4 : head_end], size)
+                if insert is not None or decision is not Decision.FORWARD:
+                    if forward_from >= 0:
+                        pieces.append(view[forward_from:pos])
+                        forward_from = -1
+                    if insert is not None:
+                        pieces.append(insert)
+                if decision is Decision.FORWARD and forward_from < 0:
+                    forward_from = pos
+                self._start_frame(decision, context, size)
+                pos += 4
+            taken = min(self._remaining, end - pos)
+            if self._mode is Decision.FORWARD:
+                if forward_from < 0:
+                    forward_from = pos
+            elif self._mode is Decision.BUFFER:
+                self._buffer[self._buffer_filled : self._buffer_filled + taken] = view[
+                    pos : pos + taken
+                ]
+                self._buffer_filled += taken
+            pos += taken
+            self._remaining -= taken
+            if self._remaining == 0:
+                self._finish_frame(pieces)
+        if forward_from >= 0:
+            if forward_from == 0 and isinstance(chunk, bytes):
+                pieces.append(chunk)  # the whole chunk: no copy, no slice
+            else:
+                pieces.append(view[forward_from:])
+        return pieces
+
+    def _check_size(self, size: int) -> None:
+        if size < 0:
+            raise FrameError(f"negative frame size {size}")
+        if size > self._max_frame_bytes:
+            raise FrameError(
+                f"frame size {size} exceeds the maximum of {self._max_frame_bytes} bytes"
+            )
+
+    def _collect_head(
+        self, view: memoryview, pos: int, pieces: list[Piece], decide: Decider
+    ) -> int:
+        """Gather a prefix and head that arrive in pieces; decide once it is all here."""
+        head = self._head
+        if len(head) < 4:
+            need = 4 - len(head)
+            head += view[pos : pos + need]
+            pos += min(need, len(view) - pos)
+            if len(head) < 4:
+                return pos
+            self._check_size(_SIZE.unpack_from(head, 0)[0])
+        (size,) = _SIZE.unpack_from(head, 0)
+        wanted = 4 + min(size, self._head_bytes)
+        need = wanted - len(head)
+        head += view[pos : pos + need]
+        pos += min(need, len(view) - pos)
+        if len(head) < wanted:
+            return pos
+        decision, context, insert = decide(memoryview(head)[4:], size)
+        if insert is not None:
+            pieces.append(insert)
+        self._head = bytearray()
+        self._start_frame(decision, context, size)
+        body_part = memoryview(head)[4:]
+        if decision is Decision.FORWARD:
+            pieces.append(bytes(head))
+        elif decision is Decision.BUFFER:
+            self._buffer[: len(body_part)] = body_part
+            self._buffer_filled = len(body_part)
+        self._remaining -= len(body_part)
+        if self._remaining == 0:
+            self._finish_frame(pieces)
+        return pos
+
+    def _start_frame(self, decision: Decision, context: Any, size: int) -> None:
+        self._mode = decision
+        self._remaining = size
+        if decision is Decision.BUFFER:
+            self._buffer = bytearray(size)
+            self._buffer_filled = 0
+            self._buffer_context = context
+
+    def _finish_frame(self, pieces: list[Piece]) -> None:
+        if self._mode is Decision.BUFFER:
+            pieces.append(BufferedFrame(self._buffer, self._buffer_context))
+            self._buffer = bytearray()
+            self._buffer_context = None
+        self._mode = None
