@@ -72,7 +72,7 @@ def rewrite_produce_response(body: Buffer, version: int, mapper: AddressMapper) 
             r.skip_tagged_fields()  # current_leader is tag 0 here
         r.skip_tagged_fields()
     r.skip(4, "throttle_time_ms")
-    return _rewrite_tagged_endpoints(body, r, mapper)
+    return rewrite_tagged_endpoints(body, r, mapper)
 
 
 def rewrite_fetch_response(body: Buffer, version: int, mapper: AddressMapper) -> bytes | None:
@@ -85,7 +85,7 @@ def rewrite_fetch_response(body: Buffer, version: int, mapper: AddressMapper) ->
         r.skip(16, "topic_id")
         _skip_fetch_partitions(r, array_count(r, True, "partitions"))
         r.skip_tagged_fields()
-    return _rewrite_tagged_endpoints(body, r, mapper)
+    return rewrite_tagged_endpoints(body, r, mapper)
 
 
 def _skip_fetch_partitions(r: Reader, count: int) -> None:
@@ -176,7 +176,7 @@ def _rewrite_regular_endpoints(body: Buffer, r: Reader, mapper: AddressMapper) -
     return splice.result() if count else None
 
 
-def _rewrite_tagged_endpoints(body: Buffer, r: Reader, mapper: AddressMapper) -> bytes | None:
+def rewrite_tagged_endpoints(body: Buffer, r: Reader, mapper: AddressMapper) -> bytes | None:
     """Rewrite tag 0 of the top-level tagged section at the cursor, if present.
 
     The tag's size prefix is re-encoded (host names change length); the bytes

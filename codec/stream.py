@@ -22,7 +22,7 @@ import enum
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from codec.framing import DEFAULT_MAX_FRAME_BYTES, FrameError
 from codec.primitives import Buffer
@@ -38,6 +38,19 @@ class Decision(enum.Enum):
     FORWARD = "forward"
     BUFFER = "buffer"
     DROP = "drop"
+    #: Forward as it arrives, except a tail the context (a :class:`Watcher`) rewrites.
+    WATCH = "watch"
+
+
+class Watcher(Protocol):
+    """Follows a streamed frame and rewrites its tail without changing its size."""
+
+    #: Bytes of the frame (after the size prefix) known to come before the tail.
+    safe: int
+
+    def feed(self, data: memoryview) -> None: ...
+
+    def finish(self, tail: Buffer) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -64,9 +77,12 @@ class FrameStream:
         "_buffer_filled",
         "_head",
         "_head_bytes",
+        "_held",
         "_max_frame_bytes",
         "_mode",
         "_remaining",
+        "_watch_forwarded",
+        "_watcher",
     )
 
     def __init__(
@@ -84,6 +100,9 @@ class FrameStream:
         self._buffer = bytearray()
         self._buffer_filled = 0
         self._buffer_context: Any = None
+        self._watcher: Watcher | None = None
+        self._held = bytearray()
+        self._watch_forwarded = 0
 
     @property
     def in_frame(self) -> bool:
@@ -126,6 +145,8 @@ class FrameStream:
                         pieces.append(insert)
                 if decision is Decision.FORWARD and forward_from < 0:
                     forward_from = pos
+                elif decision is Decision.WATCH:
+                    pieces.append(view[pos : pos + 4])
                 self._start_frame(decision, context, size)
                 pos += 4
             taken = min(self._remaining, end - pos)
@@ -137,6 +158,8 @@ class FrameStream:
                     pos : pos + taken
                 ]
                 self._buffer_filled += taken
+            elif self._mode is Decision.WATCH:
+                self._watch(view[pos : pos + taken], pieces)
             pos += taken
             self._remaining -= taken
             if self._remaining == 0:
@@ -183,6 +206,9 @@ class FrameStream:
         body_part = memoryview(head)[4:]
         if decision is Decision.FORWARD:
             pieces.append(bytes(head))
+        elif decision is Decision.WATCH:
+            pieces.append(bytes(head[:4]))
+            self._watch(memoryview(bytes(body_part)), pieces)
         elif decision is Decision.BUFFER:
             self._buffer[: len(body_part)] = body_part
             self._buffer_filled = len(body_part)
@@ -198,9 +224,39 @@ class FrameStream:
             self._buffer = bytearray(size)
             self._buffer_filled = 0
             self._buffer_context = context
+        elif decision is Decision.WATCH:
+            self._watcher = context
+            self._held = bytearray()
+            self._watch_forwarded = 0
+
+    def _watch(self, part: memoryview, pieces: list[Piece]) -> None:
+        """Forward what the watcher knows precedes the tail; hold back the rest."""
+        assert self._watcher is not None
+        self._watcher.feed(part)
+        forwardable = self._watcher.safe - self._watch_forwarded
+        held = self._held
+        if forwardable >= len(held):
+            if held:
+                pieces.append(bytes(held))
+            cut = forwardable - len(held)
+            if cut:
+                pieces.append(part[:cut])
+            self._held = bytearray(part[cut:])
+        else:
+            if forwardable:
+                pieces.append(bytes(held[:forwardable]))
+            self._held = held[forwardable:] + part
+        self._watch_forwarded += forwardable
 
     def _finish_frame(self, pieces: list[Piece]) -> None:
-        if self._mode is Decision.BUFFER:
+        if self._mode is Decision.WATCH:
+            assert self._watcher is not None
+            tail = self._watcher.finish(self._held)
+            if len(tail) != len(self._held):
+                raise AssertionError("a watcher changed the size of a streamed frame")
+            pieces.append(tail)
+            self._watcher, self._held = None, bytearray()
+        elif self._mode is Decision.BUFFER:
             pieces.append(BufferedFrame(self._buffer, self._buffer_context))
             self._buffer = bytearray()
             self._buffer_context = None

@@ -25,6 +25,7 @@ import trio
 
 from codec import api_versions
 from codec.api_table import API_TABLE
+from codec.fetch_stream import FetchTailWatcher
 from codec.framing import FrameError, size_prefix
 from codec.headers import (
     parse_request_header,
@@ -43,12 +44,15 @@ from policies.config import HostPort
 if TYPE_CHECKING:
     from gateway.cluster import VirtualCluster
 
-PRODUCE, METADATA, API_VERSIONS = 0, 3, 18
+PRODUCE, FETCH, METADATA, API_VERSIONS = 0, 1, 3, 18
 RECEIVE_BYTES = 256 * 1024
 #: A request header with a long client id and a Produce request's ``acks`` fit in this.
 REQUEST_HEAD_BYTES = 512
 #: A response needs only its correlation id to be matched to its request.
 RESPONSE_HEAD_BYTES = 4
+#: Fetch responses above this size stream through (only their tagged tail is held back);
+#: smaller ones are buffered, which costs nothing and allows an exact rewrite.
+STREAM_FETCH_ABOVE = 64 * 1024
 
 GATEWAY_VERSION_RANGES = api_versions.gateway_version_ranges()
 
@@ -303,6 +307,8 @@ class ClientSession:
                         outgoing.append(piece)
                 if not stream.in_frame:
                     self._take_local_responses(outgoing)
+                if self.cluster.has_unbound_brokers:
+                    await self.cluster.ensure_broker_listeners()  # a streamed Fetch named one
                 if outgoing:
                     await self._send_to_client(outgoing)
 
@@ -325,10 +331,16 @@ class ClientSession:
             )
         if self._debug:
             self._log_request(entry)
+        insert = b"".join(local) if local else None
         api_key, api_version = entry.api_key, entry.api_version
+        if api_key == FETCH and api_version >= 16 and size > STREAM_FETCH_ABOVE:
+            return (
+                Decision.WATCH,
+                FetchTailWatcher(api_version, self.cluster.client_address),
+                insert,
+            )
         rewrite = api_key == API_VERSIONS or carries_addresses(api_key, api_version)
-        decision = Decision.BUFFER if rewrite else Decision.FORWARD
-        return decision, entry, b"".join(local) if local else None
+        return Decision.BUFFER if rewrite else Decision.FORWARD, entry, insert
 
     def _log_request(self, entry: InFlight) -> None:
         self.log.debug(
@@ -382,6 +394,9 @@ class ClientSession:
         except FrameError as exc:
             self.log.warning("malformed_frame", side=side, error=str(exc))
             raise SessionClosed(f"malformed frame from {side}: {exc}") from None
+        except ValueError as exc:  # a streamed Fetch response that cannot be walked
+            self.log.error("response_rewrite_failed", side=side, error=str(exc))
+            raise SessionClosed(f"cannot rewrite streamed response: {exc}") from None
 
 
 def _head_holds_acks(head: memoryview, api_version: int) -> bool:

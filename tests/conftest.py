@@ -24,7 +24,7 @@ from gateway.local_kafka import (
 )
 
 SESSION_BASE_PORT = 29092
-FRESH_BASE_PORT = 39092
+FRESH_BASE_PORT = 24092  # below the ephemeral range (32768+), so client sockets never take it
 LOG_TAIL_LINES = 25
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -52,7 +52,7 @@ def _free_base_port(preferred: int, brokers: int) -> int:
 def _next_fresh_base(brokers: int) -> int:
     """A different block per call (a killed cluster's ports may linger), skipping busy ones.
 
-    Blocks cycle through 39092..39187 so controller ports (+100) never meet broker ports.
+    Blocks cycle through 24092..24187 so controller ports (+100) never meet broker ports.
     """
     global _fresh_bases
     for _ in range(100):

@@ -34,20 +34,23 @@ def ports_are_free(host: str, ports: list[int]) -> bool:
     return True
 
 
-_next_port = 30000 + (os.getpid() % 200) * 40
+#: Gateway ports come from below Linux's ephemeral range (32768-60999): thousands of
+#: client connections (the benchmarks) must not be able to occupy them.
+PORT_RANGE = (20000, 24000)
+_next_port = PORT_RANGE[0] + (os.getpid() % 100) * 16
 
 
 def free_port_block(size: int = 16, host: str = "127.0.0.1") -> int:
     """First port of ``size`` consecutive free ports (bootstrap + broker ports)."""
     global _next_port
-    for _ in range(200):
+    for _ in range((PORT_RANGE[1] - PORT_RANGE[0]) // size):
+        if _next_port + size > PORT_RANGE[1]:
+            _next_port = PORT_RANGE[0]
         start = _next_port
         _next_port += size
-        if _next_port > 60000:
-            _next_port = 30000
         if ports_are_free(host, list(range(start, start + size))):
             return start
-    raise RuntimeError("no block of free ports found")
+    raise RuntimeError(f"no {size} consecutive free ports in {PORT_RANGE}")
 
 
 @dataclass

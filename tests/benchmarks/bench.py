@@ -1,0 +1,626 @@
+"""Side-by-side benchmark: Apache Kafka directly vs. through the gateway (`make bench`).
+
+    .venv/bin/python tests/benchmarks/bench.py [--quick] [--reps N] [--records N] ...
+    BENCH_JSON=out.json make bench       # also write the results as JSON
+
+One run starts a local Kafka (C2 JIT, not the tests' fast-start mode), warms it up, and
+then, in each repetition, measures every test directly and through one gateway process
+(`--workers 1`), alternating which side goes first, with Kafka's own perf tools:
+
+1. produce throughput: kafka-producer-perf-test, 1 KiB records, acks=all, unthrottled;
+2. consume throughput: kafka-consumer-perf-test over the same (direct-produced) data;
+3. latency at a fixed rate (10,000 records/s): p50/p99/p99.9 and the p99 the gateway adds;
+4. small requests: 50 pipelined connections of ApiVersions+Metadata from several
+   generator processes (their CPU is reported, to show they are not the bottleneck);
+5. the gateway's CPU seconds (whole process tree) per phase, as millicores per MB/s,
+   and its peak RSS;
+8. produce again through a gateway with `--workers N` (when the gateway has the option).
+
+Once per run: 6. the codec's Metadata rewrite micro-benchmark (from bench_codec), and
+7. idle connections (`--idle-connections`, default 10,000): each sends one ApiVersions
+and then idles; the gateway's RSS is reported, and the broker's file descriptors, since
+the gateway opens one upstream connection per client connection.
+
+Results: a table on stdout (median [min..max] over repetitions; ratios and differences
+are paired per repetition) and, when BENCH_JSON is set, the same as JSON. Everything the
+benchmark starts (Kafka, gateways, tools, load generators) is stopped on exit, Ctrl-C,
+SIGTERM or error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # run as a script: make `tests.*` importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+import psutil  # noqa: E402
+
+from codec.rewrite import rewrite_response  # noqa: E402
+from gateway.kafka_dist import stderr_progress  # noqa: E402
+from gateway.local_kafka import (  # noqa: E402
+    CONTROLLER_PORT_OFFSET,
+    LocalKafkaCluster,
+    metadata_broker_ids,
+    port_is_free,
+)
+from tests.benchmarks import bench_codec, kafka_perf  # noqa: E402
+from tests.benchmarks.bench_report import (  # noqa: E402
+    DIRECT,
+    GATEWAY,
+    Samples,
+    format_table,
+    headline,
+    machine_info,
+    workers_side,
+)
+from tests.benchmarks.gateway_process import (  # noqa: E402
+    BenchGateway,
+    PhaseUsage,
+    bench_gateway,
+    workers_option_supported,
+)
+from tests.benchmarks.idle_connections import (  # noqa: E402
+    open_idle_connections,
+    raise_open_files_limit,
+)
+from tests.benchmarks.profiling import profiled  # noqa: E402
+from tests.benchmarks.small_requests import api_versions_request, run_load  # noqa: E402
+
+KAFKA_BASE_PORT = 19292  # away from `make run` (19092) and the test suite (29092+, 39092+)
+HOST = "127.0.0.1"
+MB = 1024 * 1024  # the perf tools' "MB"
+IDLE_FD_MARGIN = 64  # descriptors the gateway needs besides its connections
+
+
+PER_REPETITION_TESTS = ("produce", "consume", "latency", "small")
+ALL_TESTS = (*PER_REPETITION_TESTS, "workers", "idle")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that shapes a run; written into the JSON so results are reproducible."""
+
+    reps: int = 3
+    records: int = 1_000_000
+    record_size: int = 1024
+    partitions: int = 6
+    brokers: int = 1
+    latency_records: int = 150_000
+    latency_rate: int = 10_000
+    small_connections: int = 50
+    small_processes: int = 2
+    small_depth: int = 4
+    small_seconds: float = 10.0
+    idle_connections: int = 10_000
+    workers: int = 2
+    warmup_records: int = 300_000
+    policies: str = "off"
+    quick: bool = False
+    only: tuple[str, ...] = ALL_TESTS
+    profile_dir: str | None = None
+
+
+QUICK = {
+    "reps": 1,
+    "records": 100_000,
+    "latency_records": 20_000,
+    "small_seconds": 3.0,
+    "idle_connections": 1_000,
+    "warmup_records": 50_000,
+}
+
+
+def parse_args(argv: list[str] | None) -> Settings:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(
+        description="Benchmark Kafka directly and through the gateway, side by side.",
+        epilog="Set BENCH_JSON=path to also write the results as JSON.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run of about a minute: " + str(QUICK)
+    )
+    parser.add_argument("--reps", type=int, help=f"repetitions (default {defaults.reps})")
+    parser.add_argument(
+        "--records", type=int, help=f"records per throughput run (default {defaults.records:,})"
+    )
+    parser.add_argument(
+        "--brokers", type=int, default=defaults.brokers, help="local Kafka brokers (default 1)"
+    )
+    parser.add_argument(
+        "--idle-connections",
+        type=int,
+        metavar="N",
+        help=f"idle connections to hold open through the gateway; 0 skips the test "
+        f"(default {defaults.idle_connections:,}, --quick {QUICK['idle_connections']:,})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.workers,
+        metavar="N",
+        help="also measure produce through a gateway with --workers N; 1 skips (default 2)",
+    )
+    parser.add_argument(
+        "--small-connections",
+        type=int,
+        default=defaults.small_connections,
+        help="connections of the small-request test (default 50)",
+    )
+    parser.add_argument(
+        "--small-processes",
+        type=int,
+        default=defaults.small_processes,
+        help="load generator processes of the small-request test (default 2)",
+    )
+    parser.add_argument(
+        "--policies",
+        choices=["off", "typical"],
+        default="off",
+        help="'typical' runs with a typical policy set once auth/quota/routing exist; "
+        "today it is not available and the run uses no policies",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(ALL_TESTS),
+        metavar="TESTS",
+        help="comma-separated subset of " + ",".join(ALL_TESTS) + " (default: all)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record py-spy profiles of the gateway during produce, consume and small "
+        "requests into DIR (raw collapsed stacks + a top-functions summary); perturbs timing",
+    )
+    args = parser.parse_args(argv)
+    only = tuple(name for name in args.only.split(",") if name)
+    unknown = set(only) - set(ALL_TESTS)
+    if unknown:
+        parser.error(f"--only: unknown tests {sorted(unknown)}; choose from {ALL_TESTS}")
+    overrides: dict[str, Any] = dict(QUICK) if args.quick else {}
+    for name in ("reps", "records", "idle_connections"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    overrides.update(
+        brokers=args.brokers,
+        workers=args.workers,
+        small_connections=args.small_connections,
+        small_processes=args.small_processes,
+        policies=args.policies,
+        quick=args.quick,
+        only=only,
+        profile_dir=args.profile,
+    )
+    settings = replace(defaults, **overrides)
+    if settings.reps < 1 or settings.records < 1 or settings.brokers < 1:
+        parser.error("--reps, --records and --brokers must be at least 1")
+    return settings
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr, so stdout holds only the table."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def free_kafka_base_port(brokers: int) -> int:
+    """A base port whose broker and controller ports are all free."""
+    for base in range(KAFKA_BASE_PORT, KAFKA_BASE_PORT + 90, 10):
+        ports = [base + i for i in range(brokers)]
+        ports += [base + CONTROLLER_PORT_OFFSET + i for i in range(min(brokers, 3))]
+        if all(port_is_free(port) for port in ports):
+            return base
+    raise RuntimeError(f"no free ports for {brokers} Kafka brokers from {KAFKA_BASE_PORT}")
+
+
+def metadata_rewrite_us() -> float:
+    """bench_codec's Metadata rewrite (100 topics x 6 partitions, 3 brokers), best of 5."""
+    body = bench_codec.metadata_body()
+    return bench_codec._time(
+        "Metadata v12 rewrite, 100 topics x 6 partitions, 3 brokers",
+        lambda: rewrite_response(3, 12, body, bench_codec._mapper),
+        len(body),
+    )
+
+
+@dataclass
+class Bench:
+    """What every test needs: the settings, the cluster, where logs go, the samples."""
+
+    settings: Settings
+    cluster: LocalKafkaCluster
+    workdir: Path
+    samples: Samples
+    rep: int = 0
+
+    def profile(
+        self, gateway: BenchGateway | None, phase: str
+    ) -> contextlib.AbstractContextManager[None]:
+        """A py-spy recording of the gateway during `phase` when `--profile DIR` is given."""
+        out = self.settings.profile_dir
+        if gateway is None or out is None:
+            return contextlib.nullcontext()
+        raw = Path(out) / f"{phase}-w{gateway.workers}-r{self.rep}.txt"
+        return profiled(gateway.pid, raw, subprocesses=gateway.workers > 1)
+
+    @property
+    def direct(self) -> str:
+        return self.cluster.bootstrap_servers
+
+    @property
+    def megabytes(self) -> float:
+        return self.settings.records * self.settings.record_size / MB
+
+
+@contextlib.contextmanager
+def measured(gateway: BenchGateway | None) -> Iterator[list[PhaseUsage]]:
+    """The gateway's CPU/RSS over the block (nothing for a direct run)."""
+    if gateway is None:
+        yield []
+    else:
+        with gateway.monitor.phase() as usage:
+            yield usage
+
+
+def record_usage(bench: Bench, phase: str, side: str, usage: list[PhaseUsage], mb: float) -> None:
+    if usage:
+        cpu = usage[0].cpu_s
+        bench.samples.add(f"{phase}_gateway_cpu_s", side, cpu)
+        bench.samples.add(f"{phase}_millicores_per_mb_s", side, 1000 * cpu / mb)
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def measure_produce(bench: Bench, side: str, gateway: BenchGateway | None, topic: str) -> None:
+    """1 (and 8): unthrottled producer-perf, acks=all, 1 KiB records."""
+    s = bench.settings
+    bootstrap = gateway.bootstrap if gateway else bench.direct
+    with bench.profile(gateway, "produce"), measured(gateway) as usage:
+        result = kafka_perf.produce(bootstrap, topic, s.records, record_size=s.record_size)
+    bench.samples.add("produce_mb_s", side, result.mb_per_sec)
+    bench.samples.add("produce_records_s", side, result.records_per_sec)
+    record_usage(bench, "produce", side, usage, bench.megabytes)
+    log(f"  produce  {side:<18} {result.mb_per_sec:8.2f} MB/s {result.records_per_sec:10.0f} rec/s")
+
+
+def measure_consume(bench: Bench, side: str, gateway: BenchGateway | None, topic: str) -> None:
+    """2: consumer-perf from the earliest offset, fresh group per run."""
+    bootstrap = gateway.bootstrap if gateway else bench.direct
+    group = f"bench-{side}-{time.time_ns()}"
+    with bench.profile(gateway, "consume"), measured(gateway) as usage:
+        result = kafka_perf.consume(bootstrap, topic, bench.settings.records, group=group)
+    bench.samples.add("consume_mb_s", side, result.fetch_mb_per_sec)
+    bench.samples.add("consume_total_mb_s", side, result.mb_per_sec)
+    record_usage(bench, "consume", side, usage, result.mb)
+    log(f"  consume  {side:<18} {result.fetch_mb_per_sec:8.2f} MB/s (fetch)")
+
+
+def measure_latency(bench: Bench, side: str, gateway: BenchGateway | None, topic: str) -> None:
+    """3: producer-perf throttled to a fixed rate; its per-record send-to-ack percentiles."""
+    s = bench.settings
+    bootstrap = gateway.bootstrap if gateway else bench.direct
+    result = kafka_perf.produce(
+        bootstrap, topic, s.latency_records, record_size=s.record_size, throughput=s.latency_rate
+    )
+    bench.samples.add("latency_p50_ms", side, result.p50_ms)
+    bench.samples.add("latency_p99_ms", side, result.p99_ms)
+    bench.samples.add("latency_p999_ms", side, result.p999_ms)
+    bench.samples.add("latency_records_s", side, result.records_per_sec)
+    log(
+        f"  latency  {side:<18} p50 {result.p50_ms:.0f} ms, p99 {result.p99_ms:.0f} ms, "
+        f"p99.9 {result.p999_ms:.0f} ms at {result.records_per_sec:.0f} rec/s"
+    )
+
+
+def measure_small_requests(
+    bench: Bench, side: str, gateway: BenchGateway | None, topic: str
+) -> None:
+    """4: pipelined ApiVersions+Metadata from several generator processes."""
+    s = bench.settings
+    target = gateway.bootstrap if gateway else bench.direct.split(",")[0]
+    usage: list[PhaseUsage] = []
+
+    @contextlib.contextmanager
+    def window() -> Iterator[None]:
+        with bench.profile(gateway, "small"), measured(gateway) as measured_usage:
+            yield
+        usage.extend(measured_usage)
+
+    result = run_load(
+        target,
+        topic,
+        connections=s.small_connections,
+        processes=s.small_processes,
+        depth=s.small_depth,
+        seconds=s.small_seconds,
+        window=window,
+    )
+    bench.samples.add("small_requests_s", side, result.requests_per_s)
+    bench.samples.add("small_generator_cores", side, result.generator_cores)
+    text = f"  small    {side:<18} {result.requests_per_s:8.0f} req/s, generators "
+    text += f"{result.generator_cores:.2f} cores"
+    if usage:
+        bench.samples.add("small_gateway_cores", side, usage[0].cores)
+        per_request = usage[0].cpu_s / max(result.completed, 1) * 1e6
+        bench.samples.add("small_gateway_us_per_request", side, per_request)
+        text += f", gateway {usage[0].cores:.2f} cores, {per_request:.1f} us CPU/request"
+    log(text)
+
+
+def run_repetition(bench: Bench, rep: int) -> None:
+    """All per-repetition tests, direct and via one gateway, alternating which goes first."""
+    s = bench.settings
+    log(f"repetition {rep + 1}/{s.reps}")
+    bench.rep = rep
+    topics = {
+        name: f"bench-r{rep}-{name}-{time.time_ns()}" for name in ("pd", "pg", "pw", "ld", "lg")
+    }
+    kafka_perf.create_topics(
+        bench.direct, list(topics.values()), s.partitions, bench.cluster.replication_factor
+    )
+    try:
+        if set(s.only) & set(PER_REPETITION_TESTS):
+            with bench_gateway(bench.workdir, bench.direct) as gateway:
+                run_side_by_side(bench, rep, gateway, topics)
+                bench.samples.add(
+                    "gateway_peak_rss_mib", GATEWAY, gateway.monitor.lifetime_peak_rss_mib
+                )
+        if "workers" in s.only:
+            run_workers_produce(bench, topics["pw"])
+    finally:
+        kafka_perf.delete_topics(bench.direct, list(topics.values()))
+
+
+def run_side_by_side(bench: Bench, rep: int, gateway: BenchGateway, topics: dict[str, str]) -> None:
+    """Tests 1-5 on both sides; odd repetitions start with the gateway to cancel order effects."""
+    s = bench.settings
+    order = (DIRECT, GATEWAY) if rep % 2 == 0 else (GATEWAY, DIRECT)
+    gateways = {DIRECT: None, GATEWAY: gateway}
+    if "produce" in s.only:
+        for side in order:
+            measure_produce(bench, side, gateways[side], topics["pd" if side == DIRECT else "pg"])
+    elif "consume" in s.only:  # the consume test needs data
+        kafka_perf.produce(bench.direct, topics["pd"], s.records, record_size=s.record_size)
+    if "consume" in s.only:
+        for side in order:  # both sides read the same, direct-produced batches
+            measure_consume(bench, side, gateways[side], topics["pd"])
+    if "latency" in s.only:
+        for side in order:
+            measure_latency(bench, side, gateways[side], topics["ld" if side == DIRECT else "lg"])
+    if "small" in s.only:
+        for side in order:
+            measure_small_requests(bench, side, gateways[side], topics["pd"])
+
+
+def run_workers_produce(bench: Bench, topic: str) -> None:
+    """8: produce through a gateway with `--workers N` (N processes sharing the ports)."""
+    workers = bench.settings.workers
+    if workers <= 1:
+        return
+    if not workers_option_supported():
+        log(f"  produce  {workers} workers: skipped, `kafka-gateway run` has no --workers yet")
+        return
+    side = workers_side(workers)
+    with bench_gateway(bench.workdir, bench.direct, workers=workers) as gateway:
+        measure_produce(bench, side, gateway, topic)
+        bench.samples.add("gateway_peak_rss_mib", side, gateway.monitor.lifetime_peak_rss_mib)
+
+
+def warm_up(bench: Bench) -> None:
+    """Let the broker's JIT compile its hot paths before anything is measured."""
+    s = bench.settings
+    topic = f"bench-warmup-{time.time_ns()}"
+    log(f"warm-up: {s.warmup_records:,} records produced and consumed directly")
+    kafka_perf.create_topics(bench.direct, [topic], s.partitions, bench.cluster.replication_factor)
+    try:
+        kafka_perf.produce(bench.direct, topic, s.warmup_records, record_size=s.record_size)
+        kafka_perf.consume(bench.direct, topic, s.warmup_records, group=f"{topic}-group")
+    finally:
+        kafka_perf.delete_topics(bench.direct, [topic])
+
+
+def broker_open_files(cluster: LocalKafkaCluster) -> int:
+    total = 0
+    for node_id in cluster.running_node_ids():
+        pid = cluster.pid(node_id)
+        if pid is not None:
+            with contextlib.suppress(psutil.Error):
+                total += psutil.Process(pid).num_fds()
+    return total
+
+
+def broker_log_errors(cluster: LocalKafkaCluster) -> int:
+    """Lines in the broker logs that say it ran out of file descriptors."""
+    count = 0
+    for path in cluster.log_paths().values():
+        with contextlib.suppress(OSError):
+            count += path.read_text(errors="replace").count("Too many open files")
+    return count
+
+
+def idle_connection_capacity(gateway: BenchGateway) -> tuple[int, int]:
+    """How many client connections the gateway's RLIMIT_NOFILE allows, and that limit.
+
+    Each client connection costs the gateway two descriptors (client + upstream). The
+    benchmark raises the limit it passes on, but only up to the hard limit unless the
+    process has CAP_SYS_RESOURCE (containers often drop it, even for root).
+    """
+    process = psutil.Process(gateway.pid)
+    soft, _hard = process.rlimit(psutil.RLIMIT_NOFILE)
+    spare = soft - process.num_fds() - IDLE_FD_MARGIN
+    return max(spare // 2, 0), soft
+
+
+def run_idle_connections(bench: Bench) -> dict[str, Any]:
+    """7: hold N idle client connections (after one ApiVersions each) through one gateway."""
+    requested = bench.settings.idle_connections
+    with bench_gateway(bench.workdir, bench.direct) as gateway:
+        capacity, fd_limit = idle_connection_capacity(gateway)
+        count = min(requested, capacity)
+        if count < requested:
+            log(
+                f"idle connections: the gateway may open {fd_limit} files (2 per connection) "
+                f"and this process cannot raise the hard limit; opening {count:,}, "
+                f"not {requested:,}"
+            )
+        log(f"idle connections: opening {count:,} through the gateway")
+        time.sleep(1.0)
+        rss_before = gateway.monitor.sample() / MB
+        broker_fds_before = broker_open_files(bench.cluster)
+        conns = open_idle_connections(HOST, gateway.port, count, api_versions_request())
+        try:
+            time.sleep(2.0)  # let sessions settle (logging, upstream connects)
+            rss_idle = gateway.monitor.sample() / MB
+            broker_fds_idle = broker_open_files(bench.cluster)
+            broker_ok = bool(metadata_broker_ids(HOST, bench.cluster.broker_port(1), timeout=10))
+            opened = len(conns.sockets)
+        finally:
+            conns.close()
+        time.sleep(2.0)
+        rss_after = gateway.monitor.sample() / MB
+        upstream_failures = gateway.count_events("upstream_unavailable")
+    result = {
+        "requested": requested,
+        "attempted": count,
+        "gateway_open_files_limit": fd_limit,
+        "opened": opened,
+        "failed": conns.failures,
+        "first_error": conns.first_error,
+        "open_seconds": round(conns.seconds, 2),
+        "gateway_rss_mib_before": round(rss_before, 1),
+        "gateway_rss_mib": round(rss_idle, 1),
+        "gateway_kib_per_connection": round((rss_idle - rss_before) * 1024 / max(opened, 1), 1),
+        "gateway_rss_mib_after_close": round(rss_after, 1),
+        "gateway_upstream_failures": upstream_failures,
+        "broker_open_files_before": broker_fds_before,
+        "broker_open_files": broker_fds_idle,
+        "broker_answers_metadata": broker_ok,
+        "broker_too_many_open_files": broker_log_errors(bench.cluster),
+    }
+    log(f"  {json.dumps(result)}")
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+def build_json(
+    bench: Bench, codec_us: float, idle: dict[str, Any] | None, wall_s: float
+) -> dict[str, Any]:
+    s = bench.settings
+    return {
+        **headline(bench.samples, s.workers),
+        "metadata_rewrite_us": round(codec_us, 2),
+        "idle_connections_rss_mib": idle["gateway_rss_mib"] if idle else None,
+        "idle_connections": idle,
+        "metrics": bench.samples.as_json(),
+        "settings": {
+            **asdict(s),
+            "policies_applied": "off",
+            "gateway_workers_option": workers_option_supported(),
+            "producer": {"acks": "all", "other": "Kafka defaults"},
+        },
+        "machine": machine_info(),
+        "wall_time_s": round(wall_s, 1),
+    }
+
+
+def print_report(bench: Bench, codec_us: float, idle: dict[str, Any] | None, wall_s: float) -> None:
+    s = bench.settings
+    print()
+    print(
+        f"kafka-gateway benchmark: {s.reps} repetition(s), {s.records:,} x {s.record_size} B "
+        f"records, {s.partitions} partitions, {s.brokers} broker(s); median [min..max]"
+    )
+    print(format_table(bench.samples, s.workers))
+    print(f"Metadata rewrite (100 topics x 6 partitions, 3 brokers): {codec_us:.1f} us")
+    if idle:
+        print(
+            f"idle connections: {idle['opened']:,}/{idle['attempted']:,} open in "
+            f"{idle['open_seconds']} s; gateway RSS {idle['gateway_rss_mib_before']} -> "
+            f"{idle['gateway_rss_mib']} MiB ({idle['gateway_kib_per_connection']} KiB each), "
+            f"{idle['gateway_rss_mib_after_close']} MiB after close; broker open files "
+            f"{idle['broker_open_files_before']} -> {idle['broker_open_files']}, "
+            f"answers: {idle['broker_answers_metadata']}"
+        )
+        if idle["attempted"] < idle["requested"]:
+            print(
+                f"  ({idle['requested']:,} requested: capped by the gateway's open-files limit "
+                f"{idle['gateway_open_files_limit']}, 2 per connection; the hard limit cannot "
+                "be raised without CAP_SYS_RESOURCE)"
+            )
+    print(f"wall time {wall_s / 60:.1f} min; gateway logs in {bench.workdir}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    started = time.monotonic()
+    # 2 fds per idle connection in the gateway (client + upstream), 1 here, 1 in the broker.
+    needed = 2 * settings.idle_connections + 4096
+    limits = raise_open_files_limit(needed)
+    log(f"open files limit: {limits[0]} (inherited by Kafka and the gateway)")
+    if limits[0] < needed:
+        log(f"  wanted {needed}: the hard limit cannot be raised here (no CAP_SYS_RESOURCE)")
+    if settings.policies == "typical":
+        log("--policies typical: not available yet (no auth/quota/routing); running with none")
+    codec_us = metadata_rewrite_us()
+    workdir = Path(tempfile.mkdtemp(prefix="kafka-gateway-bench-"))
+    cluster = LocalKafkaCluster(
+        brokers=settings.brokers,
+        base_port=free_kafka_base_port(settings.brokers),
+        fast_start=False,
+        progress=stderr_progress,
+    )
+    bench = Bench(settings, cluster, workdir, Samples())
+    with cluster:
+        if set(settings.only) - {"idle", "small"}:
+            warm_up(bench)
+        if set(settings.only) - {"idle"}:
+            for rep in range(settings.reps):
+                run_repetition(bench, rep)
+        run_idle = "idle" in settings.only and settings.idle_connections > 0
+        idle = run_idle_connections(bench) if run_idle else None
+    wall_s = time.monotonic() - started
+    print_report(bench, codec_us, idle, wall_s)
+    return build_json(bench, codec_us, idle, wall_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # clean up on SIGTERM too
+    try:
+        result = run(settings)
+    except KeyboardInterrupt:
+        log("interrupted; everything started was stopped")
+        return 130
+    out = os.environ.get("BENCH_JSON")
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+        log(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
