@@ -6,9 +6,13 @@ both sides and logs one summary event. Requests are forwarded in arrival order;
 Kafka answers in order on a connection, so in-flight requests are a FIFO and each
 response must carry the correlation id at its head.
 
-Requests are only decoded as far as the gateway needs (header; ``acks`` of a
-Produce). Responses are decoded only for the APIs that carry broker addresses or
-version ranges; everything else is forwarded byte for byte.
+Frames are cut through (:mod:`codec.stream`): each is routed from its first bytes
+and its remaining bytes are forwarded as they arrive, so a large Produce or Fetch
+costs no store-and-forward delay and no copy. Requests are only decoded as far as
+the gateway needs (header; ``acks`` of a Produce). Responses are buffered and
+decoded only for the APIs that carry broker addresses or version ranges, except
+large Fetch v16+ responses, whose tagged tail is rewritten as they stream past
+(:mod:`codec.fetch_stream`). Everything else is forwarded byte for byte.
 """
 
 from __future__ import annotations
