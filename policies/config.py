@@ -20,36 +20,59 @@ quotas, routing, failover) slot in without a rewrite:
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    PrivateAttr,
+    SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
+from policies.auth.jwks import InvalidJwks, parse_jwks
+from policies.auth.mtls import InvalidMappingRule, parse_mapping_rules
+from policies.auth.passwords import InvalidPasswordHash, PasswordHash
+from policies.auth.scram import InvalidScramCredential, ScramCredential
+
 __all__ = [
     "WILDCARD_HOSTS",
+    "AuthenticationConfig",
+    "ClientTlsConfig",
+    "FilePath",
     "GatewayConfig",
     "HostPort",
     "Integer",
+    "JwtAlgorithm",
     "ListenerConfig",
     "LogConfig",
     "NodeId",
+    "OAuthBearerConfig",
+    "OAuthIssuerConfig",
     "Port",
+    "SaslMechanismName",
+    "ServerTlsConfig",
     "UpstreamConfig",
+    "UpstreamSaslConfig",
     "VirtualClusterConfig",
+    "load_users_file",
 ]
 
 #: Listen addresses that mean "every interface"; they cannot be advertised to clients.
@@ -222,6 +245,724 @@ class LogConfig(_Section):
     )
 
 
+# --------------------------------------------------------------------------------------
+# files referenced by the configuration
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    """Directory relative paths resolve against: the config file's (loader context) or the cwd."""
+    context = info.context if isinstance(info.context, dict) else {}
+    base = context.get("base_dir")
+    return Path(base) if base is not None else Path.cwd()
+
+
+def _resolve_file(value: str, info: ValidationInfo) -> str:
+    if not value.strip():
+        raise PydanticCustomError("file_path", "expected a file path, got an empty string")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = _base_dir(info) / path
+    path = Path(os.path.normpath(path))
+    if not path.is_file():
+        where = (
+            ""
+            if Path(value).is_absolute()
+            else " (relative paths resolve against the directory of the configuration file)"
+        )
+        problem = "is not a file" if path.exists() else "not found"
+        raise PydanticCustomError("file_not_found", f"file {problem}: {path}{where}")
+    if not os.access(path, os.R_OK):
+        raise PydanticCustomError("file_not_readable", f"file is not readable: {path}")
+    return str(path)
+
+
+#: A path to an existing, readable file; validated to its absolute form. Relative
+#: paths resolve against the configuration file's directory.
+FilePath = Annotated[str, AfterValidator(_resolve_file)]
+
+
+def load_users_file(path: str | Path) -> dict[str, str]:
+    """Read a PLAIN ``users_file``: a YAML (or JSON) mapping of user name to password hash.
+
+    Raises ``ValueError`` with a message naming the file and the problem; every
+    hash is checked (the runtime can call this again to reload the file).
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read users_file {path}: {exc}") from None
+    try:
+        data = YAML(typ="safe").load(text)
+    except YAMLError as exc:
+        raise ValueError(f"users_file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"users_file {path} must be a mapping of user name to password hash")
+    users: dict[str, str] = {}
+    for user, stored in data.items():
+        if not isinstance(user, str) or not user:
+            raise ValueError(f"users_file {path}: user names must be non-empty strings")
+        if not isinstance(stored, str):
+            raise ValueError(f"users_file {path}: the hash of user {user!r} must be a string")
+        try:
+            PasswordHash.parse(stored)
+        except InvalidPasswordHash as exc:
+            raise ValueError(f"users_file {path}: user {user!r}: {exc}") from None
+        users[user] = stored
+    return users
+
+
+def _check_http_url(url: str, what: str) -> str:
+    """``https://`` URLs, or ``http://`` to a loopback address (local development)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and host in {"localhost", "127.0.0.1", "::1"}:
+        return url
+    raise PydanticCustomError(
+        "url",
+        f"invalid {what} {url!r}: expected an https:// URL (http:// only for localhost)",
+    )
+
+
+# --------------------------------------------------------------------------------------
+# TLS
+
+TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
+
+
+class ServerTlsConfig(_Section):
+    """TLS termination on a listener, optionally with client certificates (mTLS)."""
+
+    cert_file: FilePath = Field(
+        description=(
+            "PEM file with the certificate chain the gateway presents (its own certificate "
+            "first). Relative paths resolve against the configuration file's directory."
+        ),
+    )
+    key_file: FilePath = Field(description="PEM file with the private key of `cert_file`.")
+    key_password: SecretStr | None = Field(
+        default=None, description="Password of `key_file` if it is encrypted (use `${ENV}`)."
+    )
+    ca_file: FilePath | None = Field(
+        default=None,
+        description=(
+            "PEM file with the CA certificates client certificates must chain to; "
+            "required when `client_auth` is `requested` or `required`."
+        ),
+    )
+    client_auth: Literal["none", "requested", "required"] = Field(
+        default="none",
+        description=(
+            "Client certificates (mTLS): `none` (not asked for), `requested` (verified if "
+            "sent) or `required` (connections without a valid one are refused). Without "
+            "SASL mechanisms, a client certificate gives the principal (see "
+            "`principal_mapping_rules`)."
+        ),
+    )
+    min_version: TlsVersion = Field(
+        default="TLSv1.2", description="Oldest TLS version accepted: `TLSv1.2` or `TLSv1.3`."
+    )
+    ciphers: str | None = Field(
+        default=None,
+        description=(
+            "OpenSSL cipher list for TLS 1.2 (e.g. `ECDHE+AESGCM:ECDHE+CHACHA20`); "
+            "default: Python's secure defaults. TLS 1.3 suites are not affected."
+        ),
+    )
+    principal_mapping_rules: str = Field(
+        default="DEFAULT",
+        description=(
+            "How a client certificate's subject becomes the principal name, like Kafka's "
+            "`ssl.principal.mapping.rules`: comma- or newline-separated rules, first match "
+            "wins. `DEFAULT` is the full RFC 2253 DN (`CN=alice,OU=eng,O=Example,C=US`); "
+            "`RULE:^CN=(.*?),OU=.*$/$1/L` maps with a regex, `$1` a group, `/L` or `/U` "
+            "lower- or upper-cases."
+        ),
+    )
+
+    @field_validator("principal_mapping_rules")
+    @classmethod
+    def _check_rules(cls, rules: str) -> str:
+        try:
+            parse_mapping_rules(rules)
+        except InvalidMappingRule as exc:
+            raise PydanticCustomError("mapping_rule", str(exc)) from None
+        return rules
+
+    @field_validator("ciphers")
+    @classmethod
+    def _check_ciphers(cls, ciphers: str | None) -> str | None:
+        if ciphers is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(ciphers)
+            except ssl.SSLError:
+                raise PydanticCustomError(
+                    "ciphers", f"OpenSSL accepts no cipher from {ciphers!r}"
+                ) from None
+        return ciphers
+
+    @model_validator(mode="after")
+    def _check_files(self) -> Self:
+        if self.client_auth != "none" and self.ca_file is None:
+            _raise_problems(
+                type(self).__name__,
+                [
+                    (
+                        ("ca_file",),
+                        "missing",
+                        f"ca_file is required with client_auth: {self.client_auth} (the CA "
+                        "client certificates must chain to)",
+                        None,
+                    )
+                ],
+            )
+        from policies.auth.tls import server_ssl_context
+
+        try:
+            server_ssl_context(self)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            _raise_problems(
+                type(self).__name__,
+                [
+                    (
+                        ("cert_file",),
+                        "tls_files",
+                        f"cannot use the TLS files: {_ssl_reason(exc)}",
+                        self.cert_file,
+                    )
+                ],
+            )
+        return self
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"{exc.reason} (certificate/key mismatch, wrong password or not PEM?)"
+    return str(exc) or type(exc).__name__
+
+
+class ClientTlsConfig(_Section):
+    """TLS from the gateway to the upstream brokers."""
+
+    ca_file: FilePath | None = Field(
+        default=None,
+        description=(
+            "PEM file with the CA certificates the brokers' certificates must chain to; "
+            "default: the system trust store."
+        ),
+    )
+    verify_hostname: bool = Field(
+        default=True,
+        description=(
+            "Check that the broker certificate names the host connected to (or "
+            "`server_hostname`). The certificate chain is verified either way."
+        ),
+    )
+    server_hostname: str | None = Field(
+        default=None,
+        description=(
+            "Name to send as SNI and to verify instead of each broker's host, e.g. when "
+            "brokers are reached by IP address."
+        ),
+    )
+    cert_file: FilePath | None = Field(
+        default=None,
+        description="PEM client certificate chain for brokers that require mTLS (with `key_file`).",
+    )
+    key_file: FilePath | None = Field(default=None, description="PEM private key of `cert_file`.")
+    key_password: SecretStr | None = Field(
+        default=None, description="Password of `key_file` if it is encrypted (use `${ENV}`)."
+    )
+    min_version: TlsVersion = Field(
+        default="TLSv1.2", description="Oldest TLS version used: `TLSv1.2` or `TLSv1.3`."
+    )
+
+    @model_validator(mode="after")
+    def _check_files(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            _raise_problems(
+                type(self).__name__,
+                [((missing,), "missing", "cert_file and key_file go together", None)],
+            )
+        from policies.auth.tls import client_ssl_context
+
+        try:
+            client_ssl_context(self)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            key = "cert_file" if self.cert_file else "ca_file"
+            _raise_problems(
+                type(self).__name__,
+                [((key,), "tls_files", f"cannot use the TLS files: {_ssl_reason(exc)}", None)],
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------
+# authentication
+
+SaslMechanismName = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+JwtAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+    "ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512",
+]  # fmt: skip
+
+_HMAC_MIN_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+def _default_algorithms() -> list[JwtAlgorithm]:
+    return ["RS256"]
+
+
+def _one_or_more(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class OAuthIssuerConfig(_Section):
+    """One identity provider whose JWTs the listener accepts (OAUTHBEARER)."""
+
+    issuer: str = Field(
+        min_length=1,
+        description="The `iss` claim of the issuer's tokens, compared exactly (e.g. `https://issuer.example`).",
+    )
+    audience: Annotated[list[str], BeforeValidator(_one_or_more)] = Field(
+        min_length=1,
+        description=("Accepted `aud` values (a string or a list); a token must name at least one."),
+    )
+    algorithms: list[JwtAlgorithm] = Field(
+        default_factory=_default_algorithms,
+        min_length=1,
+        description=(
+            "Signature algorithms accepted from this issuer. `none` is never accepted; "
+            "`HS256`/`HS384`/`HS512` only with `hmac_secret`, and JWKS keys only verify "
+            "the asymmetric algorithms of their own key type."
+        ),
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description=(
+            "HTTPS URL of the issuer's JWKS (`http://` only for localhost). Fetched at start, "
+            "every `jwks_refresh_interval_s`, and when a token names an unknown `kid`."
+        ),
+    )
+    jwks_file: FilePath | None = Field(
+        default=None,
+        description=(
+            "JWKS file instead of `jwks_url` (relative paths resolve against the "
+            "configuration file's directory)."
+        ),
+    )
+    hmac_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Shared secret for `HS*` algorithms (at least 32/48/64 bytes for "
+            "HS256/384/512; use `${ENV}`). Only set it if the issuer really signs with a "
+            "shared secret."
+        ),
+    )
+    principal_claim: str = Field(
+        default="sub", min_length=1, description="The claim that names the principal."
+    )
+    required_claims: list[str] = Field(
+        default_factory=list,
+        description="Claims every token must carry (in addition to `exp` and `aud`).",
+    )
+    leeway_s: Integer = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="Clock skew allowed when checking `exp`, `nbf` and `iat`, in seconds.",
+    )
+    jwks_refresh_min_interval_s: Integer = Field(
+        default=30,
+        ge=1,
+        description=(
+            "Least time between two JWKS fetches, so tokens with made-up `kid`s cannot "
+            "make the gateway hammer the issuer."
+        ),
+    )
+    jwks_refresh_interval_s: Integer = Field(
+        default=3600,
+        ge=60,
+        description="How often the JWKS is fetched again (drops revoked keys).",
+    )
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _check_url(cls, url: str | None) -> str | None:
+        return None if url is None else _check_http_url(url, "jwks_url")
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Self:
+        problems: list[tuple[Loc, str, str, Any]] = []
+        asymmetric = [a for a in self.algorithms if not a.startswith("HS")]
+        hmac_algs = [a for a in self.algorithms if a.startswith("HS")]
+        if asymmetric and (self.jwks_url is None) == (self.jwks_file is None):
+            problems.append(
+                (
+                    ("jwks_url",),
+                    "jwks",
+                    f"set exactly one of jwks_url and jwks_file for {', '.join(asymmetric)}",
+                    self.jwks_url,
+                )
+            )
+        if not asymmetric and (self.jwks_url or self.jwks_file):
+            key = "jwks_url" if self.jwks_url else "jwks_file"
+            problems.append(
+                ((key,), "jwks", f"{key} is unused: no asymmetric algorithm is allowed", None)
+            )
+        if hmac_algs and self.hmac_secret is None:
+            problems.append(
+                (("hmac_secret",), "missing", f"{', '.join(hmac_algs)} need hmac_secret", None)
+            )
+        if self.hmac_secret is not None:
+            size = len(self.hmac_secret.get_secret_value().encode())
+            if not hmac_algs:
+                problems.append(
+                    (
+                        ("hmac_secret",),
+                        "hmac_secret",
+                        "hmac_secret is unused: no HS* algorithm is allowed",
+                        None,
+                    )
+                )
+            for alg in hmac_algs:
+                if size < _HMAC_MIN_BYTES[alg]:
+                    problems.append(
+                        (
+                            ("hmac_secret",),
+                            "hmac_secret",
+                            f"the {alg} secret must be at least {_HMAC_MIN_BYTES[alg]} bytes, "
+                            f"got {size}",
+                            None,
+                        )
+                    )
+        if asymmetric and self.jwks_file is not None:
+            try:
+                keys, _ = parse_jwks(Path(self.jwks_file).read_bytes())
+            except (InvalidJwks, OSError) as exc:
+                problems.append((("jwks_file",), "jwks", str(exc), self.jwks_file))
+            else:
+                if not any(key.supports(alg) for key in keys for alg in asymmetric):
+                    problems.append(
+                        (
+                            ("jwks_file",),
+                            "jwks",
+                            f"no key in the JWKS can verify {', '.join(asymmetric)}",
+                            self.jwks_file,
+                        )
+                    )
+        _raise_problems(type(self).__name__, problems)
+        return self
+
+
+class OAuthBearerConfig(_Section):
+    """OAUTHBEARER (JWT) validation on a listener."""
+
+    issuers: list[OAuthIssuerConfig] = Field(
+        default_factory=list,
+        description="Trusted token issuers; a token's `iss` selects one. Required for OAUTHBEARER.",
+    )
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> Self:
+        seen: dict[str, int] = {}
+        problems: list[tuple[Loc, str, str, Any]] = []
+        for i, issuer in enumerate(self.issuers):
+            if issuer.issuer in seen:
+                problems.append(
+                    (
+                        ("issuers", i, "issuer"),
+                        "duplicate_issuer",
+                        f"duplicate issuer {issuer.issuer!r} "
+                        f"(already issuers[{seen[issuer.issuer]}])",
+                        issuer.issuer,
+                    )
+                )
+            seen.setdefault(issuer.issuer, i)
+        _raise_problems(type(self).__name__, problems)
+        return self
+
+
+class AuthenticationConfig(_Section):
+    """How clients authenticate on a listener. The default (no mechanisms) is anonymous."""
+
+    mechanisms: list[SaslMechanismName] = Field(
+        default_factory=list,
+        description=(
+            "SASL mechanisms clients must use, offered in SaslHandshake: `PLAIN`, "
+            "`SCRAM-SHA-256`, `SCRAM-SHA-512`, `OAUTHBEARER`. Empty: no SASL; the principal "
+            "is `User:ANONYMOUS`, or comes from the client certificate with `tls.client_auth`."
+        ),
+    )
+    users: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "PLAIN users: `name: password hash`. Only salted hashes are stored; create one "
+            "with `kafka-gateway hash-password`."
+        ),
+    )
+    users_file: FilePath | None = Field(
+        default=None,
+        description=(
+            "YAML or JSON file with more PLAIN users (`name: password hash`), e.g. kept "
+            "out of the main file. Relative to the configuration file's directory."
+        ),
+    )
+    scram_credentials: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "SCRAM users: `name: [credential, ...]`, at most one per mechanism, each "
+            "`SCRAM-SHA-256:iterations=4096,salt=...,stored_key=...,server_key=...` as "
+            "printed by `kafka-gateway scram-credential` (never the password)."
+        ),
+    )
+    oauthbearer: OAuthBearerConfig = Field(
+        default_factory=OAuthBearerConfig, description="JWT validation for OAUTHBEARER."
+    )
+    failed_authentication_delay_ms: Integer = Field(
+        default=100,
+        ge=0,
+        le=60000,
+        description=(
+            "Delay before a failed authentication is answered and the connection closed "
+            "(like Kafka's `connection.failed.authentication.delay.ms`)."
+        ),
+    )
+    max_session_lifetime_ms: Integer | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Longest a SASL authentication stays valid (KIP-368, like Kafka's "
+            "`connections.max.reauth.ms`); clients re-authenticate before it ends. "
+            "OAUTHBEARER sessions also end when the token expires. Default: no limit "
+            "(except the token's expiry)."
+        ),
+    )
+    max_token_bytes: Integer = Field(
+        default=100 * 1024,
+        ge=256,
+        le=16 * 1024 * 1024,
+        description="Largest SASL token accepted; a larger one closes the connection.",
+    )
+    passthrough: bool = Field(
+        default=False,
+        description=(
+            "Relay the client's SASL exchange to the broker unchanged: the broker checks "
+            "the credentials, the gateway only learns the principal name. `mechanisms` "
+            "lists what is relayed; no gateway-side credentials and no `upstream.sasl`."
+        ),
+    )
+
+    _file_users: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> Self:
+        problems: list[tuple[Loc, str, str, Any]] = []
+        seen_mechanisms: set[str] = set()
+        for i, mechanism in enumerate(self.mechanisms):
+            if mechanism in seen_mechanisms:
+                problems.append(
+                    (("mechanisms", i), "duplicate", f"{mechanism} is listed twice", mechanism)
+                )
+            seen_mechanisms.add(mechanism)
+
+        for user, stored in self.users.items():
+            if not user:
+                problems.append((("users",), "user", "user names must not be empty", user))
+            try:
+                PasswordHash.parse(stored)
+            except InvalidPasswordHash as exc:
+                problems.append((("users", user), "password_hash", str(exc), None))
+        if self.users_file is not None:
+            try:
+                file_users = load_users_file(self.users_file)
+            except ValueError as exc:
+                problems.append((("users_file",), "users_file", str(exc), self.users_file))
+            else:
+                for user in file_users.keys() & self.users.keys():
+                    problems.append(
+                        (
+                            ("users", user),
+                            "duplicate_user",
+                            f"user {user!r} is also in users_file",
+                            None,
+                        )
+                    )
+                self._file_users = file_users
+
+        scram_mechanisms: set[str] = set()
+        for user, texts in self.scram_credentials.items():
+            mine: set[str] = set()
+            for i, text in enumerate(texts):
+                try:
+                    credential = ScramCredential.parse(text)
+                except InvalidScramCredential as exc:
+                    problems.append(
+                        (("scram_credentials", user, i), "scram_credential", str(exc), None)
+                    )
+                    continue
+                if credential.mechanism in mine:
+                    problems.append(
+                        (
+                            ("scram_credentials", user, i),
+                            "duplicate",
+                            f"user {user!r} has two {credential.mechanism} credentials",
+                            None,
+                        )
+                    )
+                mine.add(credential.mechanism)
+                scram_mechanisms.add(credential.mechanism)
+
+        if self.passthrough:
+            if not self.mechanisms:
+                problems.append(
+                    (
+                        ("mechanisms",),
+                        "passthrough",
+                        "passthrough needs the mechanisms to relay",
+                        [],
+                    )
+                )
+            for key, present in (
+                ("users", bool(self.users)),
+                ("users_file", self.users_file is not None),
+                ("scram_credentials", bool(self.scram_credentials)),
+                ("oauthbearer", bool(self.oauthbearer.issuers)),
+            ):
+                if present:
+                    problems.append(
+                        (
+                            (key,),
+                            "passthrough",
+                            f"{key} is not used with passthrough: the broker checks the "
+                            "client's credentials",
+                            None,
+                        )
+                    )
+        else:
+            enabled = set(self.mechanisms)
+            if "PLAIN" in enabled and not (self.users or self.users_file):
+                problems.append(
+                    (("mechanisms",), "credentials", "PLAIN needs users or users_file", None)
+                )
+            if "PLAIN" not in enabled and (self.users or self.users_file):
+                key = "users" if self.users else "users_file"
+                problems.append(
+                    (
+                        (key,),
+                        "credentials",
+                        f"{key} is only used by PLAIN: add PLAIN to mechanisms",
+                        None,
+                    )
+                )
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                if mechanism in enabled and mechanism not in scram_mechanisms:
+                    problems.append(
+                        (
+                            ("mechanisms",),
+                            "credentials",
+                            f"{mechanism} needs scram_credentials with a {mechanism} credential",
+                            None,
+                        )
+                    )
+            if self.scram_credentials and not enabled & {"SCRAM-SHA-256", "SCRAM-SHA-512"}:
+                problems.append(
+                    (
+                        ("scram_credentials",),
+                        "credentials",
+                        "scram_credentials are only used by SCRAM-SHA-256/512: add one to "
+                        "mechanisms",
+                        None,
+                    )
+                )
+            if "OAUTHBEARER" in enabled and not self.oauthbearer.issuers:
+                problems.append(
+                    (("mechanisms",), "credentials", "OAUTHBEARER needs oauthbearer.issuers", None)
+                )
+            if "OAUTHBEARER" not in enabled and self.oauthbearer.issuers:
+                problems.append(
+                    (
+                        ("oauthbearer",),
+                        "credentials",
+                        "oauthbearer is only used by OAUTHBEARER: add it to mechanisms",
+                        None,
+                    )
+                )
+        _raise_problems(type(self).__name__, problems)
+        return self
+
+    def plain_users(self) -> dict[str, str]:
+        """Every PLAIN user and password hash: ``users`` plus those of ``users_file``."""
+        return {**self._file_users, **self.users}
+
+    def scram_credentials_for(self, mechanism: str) -> dict[str, ScramCredential]:
+        """The parsed SCRAM credentials of ``mechanism``, by user."""
+        found: dict[str, ScramCredential] = {}
+        for user, texts in self.scram_credentials.items():
+            for text in texts:
+                credential = ScramCredential.parse(text)
+                if credential.mechanism == mechanism:
+                    found[user] = credential
+        return found
+
+
+class UpstreamSaslConfig(_Section):
+    """The gateway's own SASL credentials towards the brokers."""
+
+    mechanism: SaslMechanismName = Field(
+        description="`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`."
+    )
+    username: str | None = Field(default=None, description="User name (PLAIN, SCRAM).")
+    password: SecretStr | None = Field(
+        default=None,
+        description="Password (PLAIN, SCRAM); use `${ENV}` to keep it out of the file.",
+    )
+    token_endpoint_url: str | None = Field(
+        default=None,
+        description=(
+            "OAUTHBEARER: the OAuth 2.0 token endpoint the gateway gets its tokens from "
+            "(client-credentials grant), renewed before they expire."
+        ),
+    )
+    client_id: str | None = Field(default=None, description="OAUTHBEARER: the OAuth client id.")
+    client_secret: SecretStr | None = Field(
+        default=None, description="OAUTHBEARER: the OAuth client secret (use `${ENV}`)."
+    )
+    scope: str | None = Field(
+        default=None, description="OAUTHBEARER: the scope to request, if the endpoint needs one."
+    )
+
+    @field_validator("token_endpoint_url")
+    @classmethod
+    def _check_url(cls, url: str | None) -> str | None:
+        return None if url is None else _check_http_url(url, "token_endpoint_url")
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> Self:
+        problems: list[tuple[Loc, str, str, Any]] = []
+        oauth = ("token_endpoint_url", "client_id", "client_secret", "scope")
+        password = ("username", "password")
+        required: tuple[str, ...] = password
+        forbidden: tuple[str, ...] = oauth
+        if self.mechanism == "OAUTHBEARER":
+            required, forbidden = oauth[:3], password
+        for key in required:
+            if getattr(self, key) is None:
+                problems.append(((key,), "missing", f"{self.mechanism} needs {key}", None))
+        for key in forbidden:
+            if getattr(self, key) is not None:
+                problems.append(((key,), "unused", f"{key} is not used by {self.mechanism}", None))
+        _raise_problems(type(self).__name__, problems)
+        return self
+
+
 class ListenerConfig(_Section):
     """Where the gateway accepts client connections for one virtual cluster.
 
@@ -258,6 +999,14 @@ class ListenerConfig(_Section):
             "Explicit `node id: port` overrides of the computed broker ports. Ports must "
             "be distinct and differ from the bootstrap port."
         ),
+    )
+    tls: ServerTlsConfig | None = Field(
+        default=None,
+        description="TLS on the bootstrap and broker ports. Default: plaintext.",
+    )
+    authentication: AuthenticationConfig = Field(
+        default_factory=AuthenticationConfig,
+        description="How clients authenticate. Default: no authentication (`User:ANONYMOUS`).",
     )
 
     @field_validator("advertised_host")
@@ -373,6 +1122,17 @@ class UpstreamConfig(_Section):
         gt=0,
         description="How often the gateway refreshes its view of the upstream brokers.",
     )
+    tls: ClientTlsConfig | None = Field(
+        default=None, description="TLS to the brokers. Default: plaintext."
+    )
+    sasl: UpstreamSaslConfig | None = Field(
+        default=None,
+        description=(
+            "The gateway's own SASL credentials towards the brokers; clients' credentials "
+            "are never forwarded. Default: none (or the client's, with "
+            "`listener.authentication.passthrough`)."
+        ),
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -399,6 +1159,23 @@ class VirtualClusterConfig(_Section):
     )
     listener: ListenerConfig = Field(description="Where clients connect.")
     upstream: UpstreamConfig = Field(description="The Kafka cluster the gateway forwards to.")
+
+    @model_validator(mode="after")
+    def _check_passthrough(self) -> Self:
+        if self.listener.authentication.passthrough and self.upstream.sasl is not None:
+            _raise_problems(
+                type(self).__name__,
+                [
+                    (
+                        ("upstream", "sasl"),
+                        "passthrough",
+                        "upstream.sasl cannot be used with listener.authentication.passthrough: "
+                        "the client's own SASL exchange is relayed to the broker",
+                        None,
+                    )
+                ],
+            )
+        return self
 
     @field_validator("name")
     @classmethod

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import annotated_types
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -119,7 +119,13 @@ def _type_name(annotation: Any, metadata: list[Any]) -> str:
         return text + _length(metadata)
     if origin is dict:
         return f"mapping of {_type_name(args[0], [])} → {_type_name(args[1], [])}"
-    names = {str: "string", int: "integer", bool: "boolean", float: "number"}
+    names = {
+        str: "string",
+        int: "integer",
+        bool: "boolean",
+        float: "number",
+        SecretStr: "string (secret: never logged)",
+    }
     name = names.get(annotation, getattr(annotation, "__name__", str(annotation)))
     return name + _range(metadata)
 

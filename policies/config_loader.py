@@ -10,7 +10,10 @@ the key's path (``virtual_clusters[0].upstream.bootstrap_servers[1]``):
   literal ``${``); an unset variable without a default is an error;
 * the plain data is validated by pydantic, and each error location is mapped back
   to the YAML node: an unknown key points at the key, a missing key at the mapping
-  that should contain it, any other problem at the offending value.
+  that should contain it, any other problem at the offending value;
+* file paths in the configuration (TLS certificates, JWKS files, users files) that
+  are relative resolve against the directory of the configuration file (passed to
+  the model as the validation context ``{"base_dir": ...}``).
 """
 
 from __future__ import annotations
@@ -84,15 +87,21 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Ga
     except UnicodeDecodeError as exc:
         message = f"not UTF-8 text (invalid byte at offset {exc.start})"
         raise ConfigError([ConfigProblem(source, "", None, None, message)]) from None
-    return parse_config(text, source, env=env)
+    return parse_config(text, source, env=env, base_dir=Path(path).absolute().parent)
 
 
 def parse_config(
-    text: str, source: str = "<string>", *, env: Mapping[str, str] | None = None
+    text: str,
+    source: str = "<string>",
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: str | Path | None = None,
 ) -> GatewayConfig:
     """Parse and validate configuration YAML ``text``; ``source`` names it in problems.
 
-    ``env`` replaces ``os.environ`` for ``${VAR}`` substitution. Raises :class:`ConfigError`.
+    ``env`` replaces ``os.environ`` for ``${VAR}`` substitution; relative file paths
+    resolve against ``base_dir`` (default: the current directory). Raises
+    :class:`ConfigError`.
     """
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
@@ -114,7 +123,8 @@ def parse_config(
     data = converter.plain(root, ())
     located: list[tuple[Loc, bool, str]] = list(converter.problems)
     try:
-        config = GatewayConfig.model_validate(data)
+        context = {"base_dir": Path(base_dir) if base_dir is not None else Path.cwd()}
+        config = GatewayConfig.model_validate(data, context=context)
     except ValidationError as exc:
         # A value that could not be substituted already has its problem; the
         # validation error on the left-over text would only repeat it.

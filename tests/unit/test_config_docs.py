@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import types
 import typing
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +25,9 @@ def all_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
         path = prefix + name
         paths.append(path)
         annotation: Any = field.annotation
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in {typing.Union, types.UnionType} and len(members) == 1:
+            annotation = members[0]  # an optional section, e.g. `tls: ServerTlsConfig | None`
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             paths += all_paths(annotation, path + ".")
         elif typing.get_origin(annotation) is list:
