@@ -67,6 +67,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gateway import credentials_cli
     from gateway.local_kafka import add_local_kafka_arguments
 
     parser = argparse.ArgumentParser(
@@ -93,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("file")
     validate.set_defaults(handler=_validate)
+
+    hash_password = commands.add_parser(
+        "hash-password", help="print a salted hash of a password for the `users` of PLAIN"
+    )
+    credentials_cli.add_hash_password_arguments(hash_password)
+    hash_password.set_defaults(handler=credentials_cli.run_hash_password)
+
+    scram = commands.add_parser(
+        "scram-credential", help="print the stored SCRAM credential of a password"
+    )
+    credentials_cli.add_scram_credential_arguments(scram)
+    scram.set_defaults(handler=credentials_cli.run_scram_credential)
 
     local = commands.add_parser(
         "local-kafka", help="download (once) and run a local Apache Kafka cluster in KRaft mode"

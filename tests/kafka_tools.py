@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import re
 import subprocess
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.kafka_dist import (
     TOOL_JVM_OPTS,
@@ -86,6 +89,7 @@ def console_produce(
     key_separator: str | None = None,
     extra_props: Props | None = None,
     timeout: float = 120.0,
+    jvm_opts: Sequence[str] = TOOL_JVM_OPTS,
 ) -> subprocess.CompletedProcess[str]:
     """Send each line as one record (acks=all); with `key_separator`, lines are key<sep>value."""
     args = ["--bootstrap-server", bootstrap, "--topic", topic, "--request-required-acks", "all"]
@@ -93,7 +97,7 @@ def console_produce(
         args += ["--property", "parse.key=true", "--property", f"key.separator={key_separator}"]
     args += _prop_args("--producer-property", extra_props)
     text = "".join(f"{line}\n" for line in lines)
-    return java_tool(CONSOLE_PRODUCER, args, input_text=text, timeout=timeout)
+    return java_tool(CONSOLE_PRODUCER, args, input_text=text, timeout=timeout, jvm_opts=jvm_opts)
 
 
 def console_consume(
@@ -107,6 +111,7 @@ def console_consume(
     print_key: bool = False,
     isolation_level: str | None = None,
     extra_props: Props | None = None,
+    jvm_opts: Sequence[str] = TOOL_JVM_OPTS,
 ) -> list[str]:
     """Consume up to `max_messages` records and return their values (or key\\tvalue).
 
@@ -124,7 +129,9 @@ def console_consume(
     if isolation_level is not None:
         args += ["--isolation-level", isolation_level]
     args += _prop_args("--consumer-property", extra_props)
-    result = java_tool(CONSOLE_CONSUMER, args, timeout=timeout_ms / 1000 + 120, check=False)
+    result = java_tool(
+        CONSOLE_CONSUMER, args, timeout=timeout_ms / 1000 + 120, check=False, jvm_opts=jvm_opts
+    )
     if result.returncode != 0 and "TimeoutException" not in result.stderr:
         raise KafkaToolError(f"console consumer failed:\n{result.stderr[-4000:]}")
     return result.stdout.splitlines()
@@ -136,18 +143,112 @@ def create_topic(
     partitions: int = 1,
     replication_factor: int = 1,
     configs: Props | None = None,
+    client_props: Props | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """kafka-topics --create (fails if the topic exists)."""
+    """kafka-topics --create (fails if the topic exists); `client_props` e.g. SASL login."""
     args = ["--bootstrap-server", bootstrap, "--create", "--topic", topic]
     args += ["--partitions", str(partitions), "--replication-factor", str(replication_factor)]
     args += _prop_args("--config", configs)
-    return java_tool(TOPIC_COMMAND, args)
+    with _command_config(client_props) as extra:
+        return java_tool(TOPIC_COMMAND, args + extra)
 
 
-def describe_topic(bootstrap: str, topic: str) -> str:
+def describe_topic(bootstrap: str, topic: str, client_props: Props | None = None) -> str:
     """kafka-topics --describe output, for assertions and failure messages."""
     args = ["--bootstrap-server", bootstrap, "--describe", "--topic", topic]
-    return java_tool(TOPIC_COMMAND, args).stdout
+    with _command_config(client_props) as extra:
+        return java_tool(TOPIC_COMMAND, args + extra).stdout
+
+
+@contextmanager
+def _command_config(props: Props | None) -> Iterator[list[str]]:
+    """`--command-config <file>` for admin tools, which take client settings only as a file."""
+    if not props:
+        yield []
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".properties") as handle:
+        for key, value in props.items():
+            handle.write(f"{key}={_escape_property(_java_value(value))}\n")
+        handle.flush()
+        yield ["--command-config", handle.name]
+
+
+def _escape_property(value: str) -> str:
+    """java.util.Properties syntax: backslashes and line breaks must be escaped."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "OAUTHBEARER": "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule",
+}
+_OAUTH_LOGIN_HANDLER = (
+    "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler"
+)
+
+
+def java_security_props(
+    protocol: str,
+    *,
+    mechanism: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    token_url: str | None = None,
+) -> dict[str, str]:
+    """Java client settings for a secured listener (broker or gateway).
+
+    PEM files are used directly (`ssl.*.type=PEM`); the client key and certificate
+    are joined into `<cert>-keystore.pem` next to the certificate, since a PEM key
+    store file must hold both. Passwords must not contain double quotes.
+    OAUTHBEARER fetches client-credentials tokens from `token_url` with `username` and
+    `password` as client id and secret; the JVM then also needs
+    `java_security_jvm_opts(token_url)`.
+    """
+    props = {"security.protocol": protocol}
+    if protocol.startswith("SASL_"):
+        if mechanism not in _LOGIN_MODULES or username is None or password is None:
+            raise ValueError(
+                f"{protocol} needs a mechanism of {list(_LOGIN_MODULES)}, user, password"
+            )
+        props["sasl.mechanism"] = mechanism
+        props["sasl.jaas.config"] = (
+            f'{_LOGIN_MODULES[mechanism]} required username="{username}" password="{password}";'
+        )
+        if mechanism == "OAUTHBEARER":
+            props |= _java_oauth_props(username, password, token_url)
+    if protocol.endswith("SSL"):
+        if ca is not None:
+            props |= {"ssl.truststore.type": "PEM", "ssl.truststore.location": str(ca)}
+        if cert is not None and key is not None:
+            keystore = cert.with_name(f"{cert.stem}-keystore.pem")
+            keystore.write_bytes(key.read_bytes() + b"\n" + cert.read_bytes())
+            props |= {"ssl.keystore.type": "PEM", "ssl.keystore.location": str(keystore)}
+    return props
+
+
+def _java_oauth_props(client_id: str, secret: str, token_url: str | None) -> dict[str, str]:
+    if token_url is None:
+        raise ValueError("OAUTHBEARER needs token_url")
+    jaas = (
+        f'{_LOGIN_MODULES["OAUTHBEARER"]} required clientId="{client_id}" clientSecret="{secret}";'
+    )
+    return {
+        "sasl.jaas.config": jaas,
+        "sasl.login.callback.handler.class": _OAUTH_LOGIN_HANDLER,
+        "sasl.oauthbearer.token.endpoint.url": token_url,
+    }
+
+
+def java_security_jvm_opts(token_url: str | None) -> tuple[str, ...]:
+    """Tool JVM options for OAUTHBEARER: Kafka 4 only fetches URLs this property allows."""
+    if token_url is None:
+        return TOOL_JVM_OPTS
+    return (*TOOL_JVM_OPTS, f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={token_url}")
 
 
 @dataclass(frozen=True)

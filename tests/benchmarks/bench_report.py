@@ -17,8 +17,10 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DIRECT = "direct"
 GATEWAY = "gateway"
 
@@ -103,32 +105,39 @@ def table_rows(workers: int) -> list[Row]:
     rows = [
         Row("produce MB/s (1 KiB, acks=all)", "produce_mb_s"),
         Row("produce records/s", "produce_records_s"),
+        Row("  gateway CPU s", "produce_gateway_cpu_s", "", direct=False),
+        Row("  gateway millicores per MB/s", "produce_millicores_per_mb_s", "", direct=False),
+        Row("  broker CPU cores", "produce_broker_cores", ""),
+        Row("  machine busy cores", "produce_machine_cores", ""),
         Row("consume MB/s (fetch phase)", "consume_mb_s"),
         Row("consume MB/s (incl. group join)", "consume_total_mb_s"),
-        Row("latency p50 ms @ fixed rate", "latency_p50_ms", "diff"),
-        Row("latency p99 ms @ fixed rate", "latency_p99_ms", "diff"),
-        Row("latency p99.9 ms @ fixed rate", "latency_p999_ms", "diff"),
-        Row("latency run achieved records/s", "latency_records_s"),
+        Row("  gateway CPU s", "consume_gateway_cpu_s", "", direct=False),
+        Row("  gateway millicores per MB/s", "consume_millicores_per_mb_s", "", direct=False),
+        Row("  machine busy cores", "consume_machine_cores", ""),
+        Row("latency p50 ms, steady state", "latency_p50_ms", "diff"),
+        Row("latency p99 ms, steady state", "latency_p99_ms", "diff"),
+        Row("latency p99.9 ms, steady state", "latency_p999_ms", "diff"),
+        Row("  achieved records/s", "latency_records_s"),
+        Row("producer-perf p50 ms (incl. JVM start)", "perf_latency_p50_ms", "diff"),
+        Row("producer-perf p99 ms (incl. JVM start)", "perf_latency_p99_ms", "diff"),
+        Row("producer-perf p99.9 ms (incl. JVM start)", "perf_latency_p999_ms", "diff"),
+        Row("  achieved records/s", "perf_latency_records_s"),
         Row("small requests/s (ApiVersions+Metadata)", "small_requests_s"),
-        Row("  load generator CPU cores", "small_generator_cores", ""),
         Row("  gateway CPU cores", "small_gateway_cores", "", direct=False),
         Row("  gateway CPU us per request", "small_gateway_us_per_request", "", direct=False),
-        Row("gateway CPU s, produce", "produce_gateway_cpu_s", "", direct=False),
-        Row(
-            "gateway millicores per MB/s, produce", "produce_millicores_per_mb_s", "", direct=False
-        ),
-        Row("gateway CPU s, consume", "consume_gateway_cpu_s", "", direct=False),
-        Row(
-            "gateway millicores per MB/s, consume", "consume_millicores_per_mb_s", "", direct=False
-        ),
+        Row("  load generator CPU cores", "small_generator_cores", ""),
+        Row("  broker CPU cores", "small_broker_cores", ""),
+        Row("  machine busy cores", "small_machine_cores", ""),
         Row("gateway peak RSS MiB (whole run)", "gateway_peak_rss_mib", "", direct=False),
     ]
     if workers > 1:
         side = workers_side(workers)
         rows += [
-            Row(f"produce MB/s, {workers} workers", "produce_mb_s", side=side),
-            Row(f"gateway CPU s, produce, {workers} workers", "produce_gateway_cpu_s", "", side),
-            Row(f"gateway peak RSS MiB, {workers} workers", "gateway_peak_rss_mib", "", side),
+            Row(f"produce MB/s, {workers} gateway workers", "produce_mb_s", side=side),
+            Row("  gateway CPU s (all workers)", "produce_gateway_cpu_s", "", side, False),
+            Row("  gateway CPU cores (all workers)", "produce_gateway_cores", "", side, False),
+            Row("  machine busy cores", "produce_machine_cores", "", side, False),
+            Row("  gateway peak RSS MiB (all processes)", "gateway_peak_rss_mib", "", side, False),
         ]
     return rows
 
@@ -177,6 +186,7 @@ def machine_info() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "kernel": platform.release(),
         "java": _java_version(),
+        "git": _git_revision(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
@@ -203,6 +213,30 @@ def _java_version() -> str:
     return lines[0] if lines else "unknown"
 
 
+def _git_revision() -> str:
+    """The checkout's commit, with "+dirty" when files differ from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            cwd=REPO_ROOT,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            cwd=REPO_ROOT,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if status.strip() else "")
+
+
 def headline(samples: Samples, workers: int) -> dict[str, float | None]:
     """The keys a CI job or a reviewer looks at first (medians over repetitions)."""
 
@@ -213,6 +247,9 @@ def headline(samples: Samples, workers: int) -> dict[str, float | None]:
         "produce_ratio": median(samples.paired("produce_mb_s", GATEWAY, "ratio")),
         "consume_ratio": median(samples.paired("consume_mb_s", GATEWAY, "ratio")),
         "added_p99_ms": median(samples.paired("latency_p99_ms", GATEWAY, "diff")),
+        "added_p99_ms_producer_perf": median(
+            samples.paired("perf_latency_p99_ms", GATEWAY, "diff")
+        ),
         "small_requests_per_s": median(samples.stat("small_requests_s", GATEWAY)),
         "small_requests_per_s_direct": median(samples.stat("small_requests_s", DIRECT)),
         "small_requests_ratio": median(samples.paired("small_requests_s", GATEWAY, "ratio")),
