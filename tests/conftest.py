@@ -23,6 +23,9 @@ from gateway.local_kafka import (
     tail_file,
 )
 
+#: Secured Kafka clusters, test PKI and an OAuth issuer (tests/security_fixtures.py).
+pytest_plugins = ["tests.security_fixtures"]
+
 SESSION_BASE_PORT = 29092
 FRESH_BASE_PORT = 24092  # below the ephemeral range (32768+), so client sockets never take it
 LOG_TAIL_LINES = 25
