@@ -9,6 +9,8 @@ before any client is told about it.
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from collections import deque
 from functools import partial
@@ -17,10 +19,16 @@ import structlog
 import trio
 
 from codec.metadata import metadata_topic_ids
+from gateway.client_auth import ClientAuthentication
 from gateway.discovery import BrokerAddress, DiscoveryError, discover_brokers
 from gateway.net import ListenError, UpstreamUnavailable, open_listeners
 from gateway.session import ClientSession, SessionSettings, UpstreamTarget
+from policies.auth import ListenerAuthenticator, NoMatchingRule, subject_dn_from_der
+from policies.auth.tls import server_ssl_context
 from policies.config import GatewayConfig, HostPort, VirtualClusterConfig
+
+#: A client that has not finished its TLS handshake by then is disconnected.
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class VirtualCluster:
@@ -38,6 +46,11 @@ class VirtualCluster:
             connect_timeout_s=config.upstream.connect_timeout_ms / 1000,
         )
         self.log = structlog.get_logger("gateway.cluster").bind(virtual_cluster=self.name)
+        listener = config.listener
+        self._server_ssl = server_ssl_context(listener.tls) if listener.tls is not None else None
+        self.authenticator = ListenerAuthenticator(
+            listener.authentication, now=time.time(), tls=listener.tls
+        )
         #: Where each broker node really is, learned from Metadata responses and discovery.
         self._upstream_by_node: dict[int, HostPort] = {}
         #: Gateway port of each node whose listener is bound (or failed to bind).
@@ -120,7 +133,35 @@ class VirtualCluster:
         )
 
     async def _serve(self, target: UpstreamTarget, stream: trio.SocketStream) -> None:
-        await ClientSession(self, target, stream).run()
+        peer = _peer(stream)
+        client: trio.abc.Stream = stream
+        subject_dn = None
+        if self._server_ssl is not None:
+            tls = trio.SSLStream(stream, self._server_ssl, server_side=True)
+            try:
+                with trio.fail_after(TLS_HANDSHAKE_TIMEOUT_S):
+                    await tls.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+                cause = exc.__cause__ or exc
+                self.log.warning("tls_handshake_failed", client=peer, error=str(cause))
+                await trio.aclose_forcefully(stream)
+                return
+            certificate = tls.getpeercert(binary_form=True)
+            subject_dn = subject_dn_from_der(certificate) if certificate else None
+            client = tls
+        try:
+            auth = ClientAuthentication(
+                self.authenticator,
+                peer_subject_dn=subject_dn,
+                virtual_cluster=self.name,
+                listener=str(self.config.listener.bootstrap),
+                client_address=peer,
+            )
+        except NoMatchingRule as exc:
+            self.log.warning("tls_principal_unmapped", client=peer, error=str(exc))
+            await trio.aclose_forcefully(client)
+            return
+        await ClientSession(self, target, client, peer=peer, auth=auth).run()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``started()`` once the bootstrap port is bound."""
@@ -172,3 +213,11 @@ class VirtualCluster:
             failures = 0
             self.discovered.set()
             await trio.sleep(interval_s)
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port, *_ = stream.socket.getpeername()
+    except OSError:
+        return "unknown"
+    return f"{host}:{port}" if stream.socket.family != socket.AF_INET6 else f"[{host}]:{port}"

@@ -41,6 +41,7 @@ from codec.primitives import Buffer, CodecError
 from codec.produce import produce_acks
 from codec.rewrite import carries_addresses, rewrite_response
 from codec.stream import BufferedFrame, Decider, Decision, FrameStream, Piece
+from gateway.client_auth import AuthenticationClosed, ClientAuthentication, Route
 from gateway.logs import debug_enabled
 from gateway.net import UpstreamUnavailable, connect_first
 from policies.config import HostPort
@@ -86,7 +87,9 @@ class InFlight:
     api_version: int
     correlation_id: int
     sent_at: float
-    #: A response the gateway makes itself, sent when this entry reaches the head.
+    #: Answered by the gateway itself (not sent upstream).
+    local: bool = False
+    #: That answer, once known; sent when this entry reaches the head of the queue.
     local_response: bytes | None = None
 
 
@@ -96,16 +99,24 @@ class SessionClosed(Exception):
 
 class ClientSession:
     def __init__(
-        self, cluster: VirtualCluster, target: UpstreamTarget, client: trio.SocketStream
+        self,
+        cluster: VirtualCluster,
+        target: UpstreamTarget,
+        client: trio.abc.Stream,
+        *,
+        peer: str,
+        auth: ClientAuthentication,
     ) -> None:
         self.cluster = cluster
         self.target = target
         self.client = client
+        self.auth = auth
         self.state = SessionState.CONNECTING
-        self.upstream: trio.SocketStream | None = None
+        self.upstream: trio.abc.Stream | None = None
         self.upstream_address: HostPort | None = None
         self.in_flight: deque[InFlight] = deque()
         self._client_send_lock = trio.Lock()
+        self._local_answers_sent = trio.Event()
         self._responses = FrameStream(cluster.settings.max_frame_bytes, RESPONSE_HEAD_BYTES)
         self.bytes_from_client = 0
         self.bytes_to_client = 0
@@ -113,7 +124,7 @@ class ClientSession:
         self.close_reason = "unknown"
         self.log = structlog.get_logger("gateway.session").bind(
             virtual_cluster=cluster.name,
-            client=_peer(client),
+            client=peer,
             broker=target.node_id if target.node_id is not None else "bootstrap",
         )
         self._debug = debug_enabled(self.log)
@@ -132,12 +143,17 @@ class ClientSession:
         except trio.Cancelled:
             self.close_reason = "gateway shutting down"
             raise
+        except Exception as exc:
+            # A bug must cost one connection, never the gateway: log it and close.
+            self.log.exception("session_failed")
+            self.close_reason = f"internal error: {exc!r}"
         finally:
             await self._close()
             self.log.info(
                 "connection_closed",
                 upstream=str(self.upstream_address) if self.upstream_address else None,
                 reason=self.close_reason,
+                principal=str(self.auth.principal) if self.auth.principal else None,
                 bytes_from_client=self.bytes_from_client,
                 bytes_to_client=self.bytes_to_client,
                 requests=self.requests,
@@ -207,33 +223,58 @@ class ClientSession:
     # --- client -> upstream ----------------------------------------------------------
 
     async def _pump_requests(self) -> None:
-        assert self.upstream is not None
         stream = FrameStream(self.cluster.settings.max_frame_bytes, REQUEST_HEAD_BYTES)
         while True:
             data = await self.client.receive_some(RECEIVE_BYTES)
             if not data:
                 raise SessionClosed("client closed the connection")
             self.bytes_from_client += len(data)
-            pieces = self._feed(stream, data, self._decide_request, "client")
-            for piece in pieces:
-                if isinstance(piece, BufferedFrame):
-                    self._admit_buffered_request(piece)
+            outgoing: list[Buffer] = []
+            for piece in self._feed(stream, data, self._decide_request, "client"):
+                if not isinstance(piece, BufferedFrame):
+                    outgoing.append(piece)
+                    continue
+                route, entry = piece.context
+                if route is None:  # a Produce whose acks lay beyond the head
+                    self._admit_buffered_produce(piece.frame, entry)
+                    outgoing += (size_prefix(len(piece.frame)), piece.frame)
+                    continue
+                # Requests after a SASL one must not overtake its answer.
+                await self._send_upstream(outgoing)
+                outgoing = []
+                await self._answer_sasl(route, entry, bytes(piece.frame))
+            await self._send_upstream(outgoing)
             if self._has_local_answer_due():
                 await self._flush_local_answers()
-            forward = [p for p in pieces if not isinstance(p, BufferedFrame)]
-            if forward:
-                await self.upstream.send_all(forward[0] if len(forward) == 1 else b"".join(forward))
+
+    async def _send_upstream(self, outgoing: list[Buffer]) -> None:
+        if outgoing:
+            assert self.upstream is not None
+            await self.upstream.send_all(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def _decide_request(self, head: memoryview, size: int) -> tuple[Decision, Any, None]:
         """Route one request from its first bytes; record it as in flight if answered."""
+        self.requests += 1
+        if self.auth.expects_legacy_token:  # a bare SASL token: no request header
+            entry = InFlight(-1, 0, -1, time.perf_counter(), local=True)
+            self.in_flight.append(entry)
+            return Decision.BUFFER, (Route.LEGACY_TOKEN, entry), None
         try:
             api_key, api_version, correlation_id = peek_api(head)
         except CodecError as exc:
             raise SessionClosed(f"malformed request header from client: {exc}") from None
-        self.requests += 1
         entry = InFlight(api_key, api_version, correlation_id, time.perf_counter())
+        try:
+            route = self.auth.route(api_key, time.time())
+        except AuthenticationClosed as closed:
+            raise SessionClosed(str(closed)) from None
+        if route is not Route.FORWARD:
+            entry.local = True
+            self.in_flight.append(entry)
+            return Decision.BUFFER, (route, entry), None
         if api_key == API_VERSIONS and api_version > GATEWAY_VERSION_RANGES[API_VERSIONS][1]:
             low, high = GATEWAY_VERSION_RANGES[API_VERSIONS]
+            entry.local = True
             entry.local_response = api_versions.unsupported_version_response(
                 correlation_id, low, high
             )
@@ -242,17 +283,35 @@ class ClientSession:
         self._check_decodable(api_key, api_version)
         if api_key == PRODUCE:
             if len(head) < size and not _head_holds_acks(head, api_version):
-                return Decision.BUFFER, entry, None  # a huge client or transactional id
+                return Decision.BUFFER, (None, entry), None  # a huge client or transactional id
             if self._produce_acks(head, api_version) == 0:
                 return Decision.FORWARD, None, None  # acks=0: the broker will not answer
         self.in_flight.append(entry)
         return Decision.FORWARD, None, None
 
-    def _admit_buffered_request(self, piece: BufferedFrame) -> None:
-        entry: InFlight = piece.context
-        if self._produce_acks(piece.frame, entry.api_version) != 0:
+    def _admit_buffered_produce(self, frame: Buffer, entry: InFlight) -> None:
+        if self._produce_acks(frame, entry.api_version) != 0:
             self.in_flight.append(entry)
-        piece.frame = size_prefix(len(piece.frame)) + piece.frame
+
+    async def _answer_sasl(self, route: Route, entry: InFlight, frame: bytes) -> None:
+        """Answer a SASL request locally, in order; close after a failed authentication."""
+        try:
+            if route is Route.HANDSHAKE:
+                answer = self.auth.handshake(frame)
+            elif route is Route.AUTHENTICATE:
+                answer = await self.auth.authenticate(frame)
+            else:
+                answer = await self.auth.legacy_token(frame)
+        except AuthenticationClosed as closed:
+            raise SessionClosed(str(closed)) from None
+        entry.local_response = answer.frame
+        await self._flush_local_answers()
+        if answer.close_after is not None:
+            with trio.move_on_after(10):  # let an answer queued behind upstream ones go out
+                while entry in self.in_flight:
+                    await self._local_answers_sent.wait()
+                    self._local_answers_sent = trio.Event()
+            raise SessionClosed(answer.close_after)
 
     def _check_decodable(self, api_key: int, api_version: int) -> None:
         """Refuse versions of address-carrying APIs the codec cannot rewrite.
@@ -323,7 +382,7 @@ class ClientSession:
         correlation_id = response_correlation_id(head)
         local: list[Buffer] = []
         self._take_local_responses(local)  # answers due before this response
-        if not self.in_flight:
+        if not self.in_flight or self.in_flight[0].local:
             raise SessionClosed(
                 f"upstream sent an unexpected response (correlation id {correlation_id})"
             )
@@ -382,10 +441,15 @@ class ClientSession:
         return frame if new_body is None else frame[:offset] + new_body
 
     def _take_local_responses(self, outgoing: list[Buffer]) -> None:
+        """Move ready local answers at the head of the queue to ``outgoing``."""
+        taken = False
         while self.in_flight and self.in_flight[0].local_response is not None:
             response = self.in_flight.popleft().local_response
             assert response is not None
             outgoing += (size_prefix(len(response)), response)
+            taken = True
+        if taken:
+            self._local_answers_sent.set()
 
     async def _send_to_client(self, parts: list[Buffer]) -> None:
         data = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -433,11 +497,3 @@ def _intersect_api_versions(frame: Buffer, api_version: int) -> bytes:
 
 #: (ApiVersions version, upstream response body) -> the body with narrowed ranges.
 _NARROWED_API_VERSIONS: dict[tuple[int, bytes], bytes] = {}
-
-
-def _peer(stream: trio.SocketStream) -> str:
-    try:
-        host, port, *_ = stream.socket.getpeername()
-    except (OSError, AttributeError):
-        return "unknown"
-    return f"{host}:{port}"

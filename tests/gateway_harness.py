@@ -96,18 +96,30 @@ class RunningGateway:
         return self.process.returncode
 
 
-def gateway_config(upstream_bootstrap: str, port: int, **gateway_keys: Any) -> dict[str, Any]:
+def gateway_config(
+    upstream_bootstrap: str,
+    port: int,
+    *,
+    listener: dict[str, Any] | None = None,
+    upstream: dict[str, Any] | None = None,
+    **gateway_keys: Any,
+) -> dict[str, Any]:
     return {
         "log": {"format": "json", "level": gateway_keys.pop("log_level", "debug")},
         **gateway_keys,
         "virtual_clusters": [
             {
                 "name": "test",
-                "listener": {"bootstrap": f"127.0.0.1:{port}", "broker_port_base": port},
+                "listener": {
+                    "bootstrap": f"127.0.0.1:{port}",
+                    "broker_port_base": port,
+                    **(listener or {}),
+                },
                 "upstream": {
                     "bootstrap_servers": upstream_bootstrap.split(","),
                     "connect_timeout_ms": 3000,
                     "metadata_refresh_interval_ms": 2000,
+                    **(upstream or {}),
                 },
             }
         ],

@@ -1,0 +1,268 @@
+"""The client side of authentication for one connection, as Kafka's SaslServerAuthenticator.
+
+The session asks :meth:`ClientAuthentication.route` what to do with each request
+from its header; SASL requests are then handed over whole to :meth:`handshake`,
+:meth:`authenticate` or :meth:`legacy_token`, which answer them locally. The
+policies themselves (mechanisms, credentials, tokens) are pure code in
+:mod:`policies.auth`; this module only adds what needs the runtime: worker threads
+for password hashing, JWKS fetches, the failed-authentication delay and audit logs.
+
+Before authentication only ApiVersions, SaslHandshake and SaslAuthenticate are
+accepted and anything else closes the connection, as Kafka does. After a
+SaslHandshake v0 the client sends bare tokens without a request header (the
+legacy flow) until the exchange completes. KIP-368: a session whose lifetime is
+over is closed at its next request unless that request re-authenticates.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+import trio
+
+from codec.api_table import API_TABLE
+from codec.errors import ILLEGAL_SASL_STATE, NONE, SASL_AUTHENTICATION_FAILED
+from codec.headers import RequestHeader, parse_request_header
+from codec.primitives import CodecError
+from codec.sasl import (
+    SaslAuthenticateResponse,
+    answer_handshake,
+    encode_legacy_token,
+    parse_sasl_authenticate_request,
+    parse_sasl_handshake_request,
+    sasl_authenticate_response_frame,
+    sasl_handshake_response_frame,
+)
+from policies.auth import (
+    AuthenticationFailed,
+    KeyRefreshNeeded,
+    ListenerAuthenticator,
+    Principal,
+    SaslResult,
+    SaslServerSession,
+    UnsupportedMechanism,
+    authentication_event,
+    check_reauthentication,
+    session_expired,
+)
+
+SASL_HANDSHAKE, API_VERSIONS, SASL_AUTHENTICATE = 17, 18, 36
+
+#: Fetches the JWKS of an issuer (single-flight, rate-limited by the key set).
+KeyRefresher = Callable[[str], Awaitable[None]]
+
+audit_log = structlog.get_logger("gateway.audit")
+T = TypeVar("T")
+
+
+class Route(enum.Enum):
+    FORWARD = "forward"  # an ordinary request, or ApiVersions
+    HANDSHAKE = "handshake"
+    AUTHENTICATE = "authenticate"
+    LEGACY_TOKEN = "legacy_token"
+
+
+class AuthenticationClosed(Exception):
+    """The connection must close (after sending any answer already queued)."""
+
+
+@dataclass(slots=True)
+class Answer:
+    """A local answer (frame content without its size prefix), and whether to close after."""
+
+    frame: bytes
+    close_after: str | None = None
+
+
+class ClientAuthentication:
+    """Authentication state of one client connection."""
+
+    def __init__(
+        self,
+        authenticator: ListenerAuthenticator | None,
+        *,
+        peer_subject_dn: str | None,
+        virtual_cluster: str,
+        listener: str,
+        client_address: str,
+        refresh_keys: KeyRefresher | None = None,
+    ) -> None:
+        self._authenticator = authenticator
+        self._refresh_keys = refresh_keys
+        self._audit = {
+            "virtual_cluster": virtual_cluster,
+            "listener": listener,
+            "client_address": client_address,
+        }
+        self._server: SaslServerSession | None = None
+        self._legacy_flow = False
+        self.authenticated_at = 0.0
+        self.lifetime_ms: int | None = None
+        #: Set once authenticated (at once when the listener needs no SASL).
+        self.principal: Principal | None = None
+        if authenticator is None or not authenticator.sasl_required:
+            self.principal = (
+                authenticator.principal_without_sasl(peer_subject_dn)
+                if authenticator is not None
+                else None
+            )
+            self.authenticated_at = time.time()
+
+    @property
+    def sasl_terminated(self) -> bool:
+        """True if the gateway itself runs the client's SASL exchange."""
+        auth = self._authenticator
+        return auth is not None and auth.sasl_required and not auth.passthrough
+
+    @property
+    def expects_legacy_token(self) -> bool:
+        """True while a SaslHandshake v0 exchange runs: frames are bare tokens."""
+        return self._legacy_flow
+
+    @property
+    def authenticated(self) -> bool:
+        return self.principal is not None or not self.sasl_terminated
+
+    def route(self, api_key: int, now: float) -> Route:
+        """What to do with a request (or bare token) on this connection now."""
+        if not self.sasl_terminated:
+            return Route.FORWARD
+        if self._legacy_flow:
+            return Route.LEGACY_TOKEN
+        if api_key == SASL_HANDSHAKE:
+            return Route.HANDSHAKE
+        if api_key == SASL_AUTHENTICATE:
+            return Route.AUTHENTICATE
+        if api_key == API_VERSIONS:
+            return Route.FORWARD
+        if self.principal is None:
+            name = API_TABLE.get(api_key, (str(api_key),))[0]
+            raise AuthenticationClosed(f"{name} request before authentication completed")
+        if session_expired(now, self.authenticated_at, self.lifetime_ms):
+            raise AuthenticationClosed("session expired without re-authentication (KIP-368)")
+        return Route.FORWARD
+
+    # --- SaslHandshake -------------------------------------------------------------
+
+    def handshake(self, frame: bytes) -> Answer:
+        assert self._authenticator is not None
+        header = _header(frame)
+        request = _parse(parse_sasl_handshake_request, frame, header)
+        enabled = self._authenticator.mechanisms
+        response = answer_handshake(request, enabled)
+        answer = sasl_handshake_response_frame(header.correlation_id, response, header.api_version)
+        if response.error_code != NONE:
+            return Answer(answer[4:], f"unsupported SASL mechanism {request.mechanism!r}")
+        if self._server is not None and self.principal is None:
+            return Answer(answer[4:], "SaslHandshake during an authentication exchange")
+        try:
+            self._server = self._authenticator.server_session(request.mechanism)
+        except UnsupportedMechanism:  # pragma: no cover - answer_handshake checked it
+            return Answer(answer[4:], f"unsupported SASL mechanism {request.mechanism!r}")
+        self._legacy_flow = header.api_version == 0
+        return Answer(answer[4:])
+
+    # --- SaslAuthenticate and legacy tokens -------------------------------------------
+
+    async def authenticate(self, frame: bytes) -> Answer:
+        header = _header(frame)
+        request = _parse(parse_sasl_authenticate_request, frame, header)
+        version, correlation_id = header.api_version, header.correlation_id
+        if self._server is None:
+            response = SaslAuthenticateResponse(
+                ILLEGAL_SASL_STATE, "SaslAuthenticate before SaslHandshake"
+            )
+            answer = sasl_authenticate_response_frame(correlation_id, response, version)
+            return Answer(answer[4:], "SaslAuthenticate before SaslHandshake")
+        try:
+            result = await self._evaluate(request.auth_bytes)
+        except AuthenticationFailed as failure:
+            await self._fail(failure)
+            response = SaslAuthenticateResponse(SASL_AUTHENTICATION_FAILED, failure.client_message)
+            answer = sasl_authenticate_response_frame(correlation_id, response, version)
+            return Answer(answer[4:], f"authentication failed: {failure.reason.value}")
+        lifetime = result.session_lifetime_ms if result.completed else None
+        response = SaslAuthenticateResponse(NONE, None, result.challenge, lifetime or 0)
+        return Answer(sasl_authenticate_response_frame(correlation_id, response, version)[4:])
+
+    async def legacy_token(self, frame: bytes) -> Answer:
+        """A bare token after a SaslHandshake v0; a failure just closes, as in Kafka."""
+        try:
+            result = await self._evaluate(bytes(frame))
+        except AuthenticationFailed as failure:
+            await self._fail(failure)
+            raise AuthenticationClosed(f"authentication failed: {failure.reason.value}") from None
+        if result.completed:
+            self._legacy_flow = False
+        return Answer(encode_legacy_token(result.challenge)[4:])
+
+    async def _evaluate(self, token: bytes) -> SaslResult:
+        server = self._server
+        assert server is not None
+        now = time.time()
+        try:
+            result = await self._step(server, token, now)
+        except KeyRefreshNeeded as refresh:
+            if self._refresh_keys is not None:
+                await self._refresh_keys(refresh.issuer)
+            result = await self._step(server, token, time.time())
+        if result.completed:
+            assert result.principal is not None
+            self._complete(result)
+        return result
+
+    @staticmethod
+    async def _step(server: SaslServerSession, token: bytes, now: float) -> SaslResult:
+        if server.cpu_bound:  # password hashing: keep the event loop free
+            return await trio.to_thread.run_sync(server.evaluate, token, now)
+        return server.evaluate(token, now)
+
+    def _complete(self, result: SaslResult) -> None:
+        assert result.principal is not None
+        previous = self.principal
+        if previous is not None:
+            check_reauthentication(previous, result.principal)
+        self.principal = result.principal
+        self.authenticated_at = time.time()
+        self.lifetime_ms = result.session_lifetime_ms
+        self._server = None
+        event = authentication_event(
+            **self._audit,
+            principal=result.principal,
+            session_lifetime_ms=result.session_lifetime_ms,
+            reauthentication=previous is not None,
+        )
+        _audit(audit_log.info, event.as_dict())
+
+    async def _fail(self, failure: AuthenticationFailed) -> None:
+        event = authentication_event(
+            **self._audit, failure=failure, reauthentication=self.principal is not None
+        )
+        _audit(audit_log.warning, event.as_dict())
+        self._server = None
+        assert self._authenticator is not None
+        # Like Kafka's connection.failed.authentication.delay.ms: slows password guessing.
+        await trio.sleep(self._authenticator.failed_authentication_delay_s)
+
+
+def _audit(emit: Callable[..., Any], fields: dict[str, Any]) -> None:
+    emit(fields.pop("event"), **fields)
+
+
+def _header(frame: bytes) -> RequestHeader:
+    try:
+        return parse_request_header(frame)
+    except CodecError as exc:
+        raise AuthenticationClosed(f"malformed SASL request: {exc}") from None
+
+
+def _parse(parse: Callable[[memoryview, int], T], frame: bytes, header: RequestHeader) -> T:
+    try:
+        return parse(memoryview(frame)[header.body_offset :], header.api_version)
+    except CodecError as exc:
+        raise AuthenticationClosed(f"malformed SASL request: {exc}") from None

@@ -1,0 +1,247 @@
+"""Clients authenticate to the gateway (SASL terminated there) in front of real Kafka."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+from kafka import KafkaProducer
+from kafka.errors import KafkaError as KafkaPythonError
+from kio.schema.metadata.v12.request import MetadataRequest
+
+from codec.sasl import sasl_authenticate_request_frame, sasl_handshake_request_frame
+from policies.auth import derive_scram_credential, hash_password, plain_client_token
+from tests.gateway_harness import RunningGateway, running_gateway
+from tests.integration.clients import consume_values, produce_values
+from tests.kafka_tools import console_consume, console_produce
+from tests.raw_kafka import RawKafkaConnection
+
+pytestmark = pytest.mark.kafka
+
+PASSWORD = "alice-secret"
+WRONG = "not-the-password-9f3"
+
+
+def sasl_listener(*mechanisms: str, **extra: Any) -> dict[str, Any]:
+    scram = [
+        str(derive_scram_credential(PASSWORD, m, iterations=4096))
+        for m in mechanisms
+        if m.startswith("SCRAM")
+    ]
+    auth: dict[str, Any] = {
+        "mechanisms": list(mechanisms),
+        "failed_authentication_delay_ms": 50,
+        **extra,
+    }
+    if "PLAIN" in mechanisms:
+        auth["users"] = {"alice": hash_password(PASSWORD)}
+    if scram:
+        auth["scram_credentials"] = {"alice": scram}
+    return {"authentication": auth}
+
+
+@pytest.fixture(scope="module")
+def sasl_gateway(
+    kafka_cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:  # type: ignore[no-untyped-def]
+    listener = sasl_listener("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+    with running_gateway(
+        tmp_path_factory.mktemp("sasl-gateway"), kafka_cluster.bootstrap_servers, listener=listener
+    ) as gateway:
+        yield gateway
+
+
+def sasl_config(mechanism: str, password: str = PASSWORD) -> dict[str, Any]:
+    return {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": mechanism,
+        "sasl.username": "alice",
+        "sasl.password": password,
+    }
+
+
+def audit_events(gateway: RunningGateway) -> list[dict[str, Any]]:
+    return [e for e in gateway.events() if e.get("event") == "authentication"]
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_confluent_kafka_authenticates_and_works(
+    sasl_gateway: RunningGateway, topic: str, mechanism: str
+) -> None:
+    values = [f"{mechanism}-{i}" for i in range(50)]
+    produce_values(sasl_gateway.bootstrap, topic, values, **sasl_config(mechanism))
+    received = consume_values(
+        sasl_gateway.bootstrap, topic, len(values), f"g-{uuid.uuid4()}", **sasl_config(mechanism)
+    )
+    assert sorted(v for v in received if v.startswith(mechanism)) == sorted(values)
+    successes = [
+        e
+        for e in audit_events(sasl_gateway)
+        if e["outcome"] == "success" and e["mechanism"] == mechanism
+    ]
+    assert successes and all(e["principal"] == "User:alice" for e in successes)
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_wrong_password_is_rejected_and_audited_without_the_secret(
+    sasl_gateway: RunningGateway, mechanism: str
+) -> None:
+    errors: list[Any] = []
+    producer = Producer(
+        {
+            **sasl_config(mechanism, WRONG),
+            "bootstrap.servers": sasl_gateway.bootstrap,
+            "error_cb": errors.append,
+        }
+    )
+    deadline = time.monotonic() + 15
+    while not errors and time.monotonic() < deadline:
+        producer.poll(0.2)
+    assert errors, "the client saw no error"
+    assert errors[0].code() == KafkaError._AUTHENTICATION, errors[0]
+    assert "Authentication failed" in errors[0].str()  # the text Kafka sends for the mechanism
+    failure = sasl_gateway.wait_for_event(
+        lambda e: (
+            e.get("event") == "authentication"
+            and e.get("outcome") == "failure"
+            and e.get("mechanism") == mechanism
+        )
+    )
+    assert failure["principal"] == "User:alice"
+    assert failure["reason"] in {"wrong_password", "wrong_proof"}
+    log_text = sasl_gateway.log_path.read_text()
+    assert WRONG not in log_text and PASSWORD not in log_text
+
+
+def test_unknown_user_is_rejected(sasl_gateway: RunningGateway) -> None:
+    config = {**sasl_config("SCRAM-SHA-512"), "sasl.username": "mallory"}
+    admin = AdminClient({**config, "bootstrap.servers": sasl_gateway.bootstrap})
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=5)
+    sasl_gateway.wait_for_event(
+        lambda e: (
+            e.get("event") == "authentication"
+            and e.get("outcome") == "failure"
+            and e.get("reason") == "unknown_user"
+        )
+    )
+
+
+def test_request_before_authentication_closes_the_connection(
+    sasl_gateway: RunningGateway,
+) -> None:
+    request = MetadataRequest(
+        topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False
+    )
+    with RawKafkaConnection(sasl_gateway.bootstrap) as conn:
+        conn.send_request(request, 1)
+        assert conn.is_closed_by_peer()
+    sasl_gateway.wait_for_event(
+        lambda e: (
+            e.get("event") == "connection_closed"
+            and "before authentication" in str(e.get("reason"))
+        )
+    )
+
+
+def test_kafka_python_with_scram(
+    sasl_gateway: RunningGateway, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    producer = KafkaProducer(
+        bootstrap_servers=sasl_gateway.bootstrap,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_plain_username="alice",
+        sasl_plain_password=PASSWORD,
+    )
+    metadata = producer.send(topic, b"kafka-python-scram").get(timeout=30)
+    producer.close()
+    assert metadata.offset >= 0
+    with pytest.raises(KafkaPythonError) as failure:
+        rejected = KafkaProducer(
+            bootstrap_servers=sasl_gateway.bootstrap,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_plain_username="alice",
+            sasl_plain_password=WRONG,
+            request_timeout_ms=5000,
+            max_block_ms=5000,
+        )
+        rejected.send(topic, b"never").get(timeout=10)
+    # kafka-python reports a bootstrap timeout to the caller and logs the broker's error.
+    assert failure.type.__name__ == "KafkaTimeoutError"
+    assert "SaslAuthenticationFailedError" in caplog.text
+
+
+def test_java_console_clients_with_plain(sasl_gateway: RunningGateway, topic: str) -> None:
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="alice" password="{PASSWORD}";'
+    )
+    props = {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "PLAIN",
+        "sasl.jaas.config": jaas,
+    }
+    lines = [f"java-sasl-{i}" for i in range(20)]
+    console_produce(sasl_gateway.bootstrap, topic, lines, extra_props=props)
+    received = console_consume(
+        sasl_gateway.bootstrap,
+        topic,
+        len(lines),
+        group=f"j-{uuid.uuid4().hex[:6]}",
+        extra_props=props,
+    )
+    assert sorted(received) == sorted(lines)
+
+
+def test_session_lifetime_makes_clients_reauthenticate(
+    kafka_cluster, tmp_path: Path, topic: str
+) -> None:  # type: ignore[no-untyped-def]
+    listener = sasl_listener("PLAIN", max_session_lifetime_ms=2000)
+    with running_gateway(tmp_path, kafka_cluster.bootstrap_servers, listener=listener) as gateway:
+        producer = Producer({**sasl_config("PLAIN"), "bootstrap.servers": gateway.bootstrap})
+        for i in range(12):  # ~6 s: several lifetimes
+            producer.produce(topic, f"reauth-{i}".encode())
+            assert producer.flush(10) == 0
+            gateway.wait_for_event(lambda e: e.get("event") == "authentication", timeout=5)
+            time.sleep(0.5)
+        reauths = [e for e in audit_events(gateway) if e.get("reauthentication")]
+        assert reauths, "librdkafka never re-authenticated"
+        assert not [
+            e
+            for e in gateway.events()
+            if e.get("event") == "connection_closed" and "expired" in str(e.get("reason"))
+        ]
+
+
+def test_a_client_that_does_not_reauthenticate_is_closed(kafka_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+
+    listener = sasl_listener("PLAIN", max_session_lifetime_ms=500)
+    with running_gateway(tmp_path, kafka_cluster.bootstrap_servers, listener=listener) as gateway:
+        with RawKafkaConnection(gateway.bootstrap) as conn:
+            conn.send_raw(sasl_handshake_request_frame(1, "raw", "PLAIN", 1))
+            conn.read_frame()
+            conn.send_raw(
+                sasl_authenticate_request_frame(2, "raw", plain_client_token("alice", PASSWORD), 2)
+            )
+            conn.read_frame()
+            request = MetadataRequest(
+                topics=None,
+                allow_auto_topic_creation=False,
+                include_topic_authorized_operations=False,
+            )
+            assert conn.request(request, 3).brokers  # inside the session lifetime
+            gateway.wait_for_event(lambda e: e.get("event") == "authentication")
+            time.sleep(0.8)
+            conn.send_request(request, 4)
+            assert conn.is_closed_by_peer()
+        gateway.wait_for_event(
+            lambda e: e.get("event") == "connection_closed" and "expired" in str(e.get("reason"))
+        )
