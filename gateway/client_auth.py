@@ -94,7 +94,7 @@ class ClientAuthentication:
     ) -> None:
         self._authenticator = authenticator
         self._refresh_keys = refresh_keys
-        self._audit = {
+        self._audit: dict[str, Any] = {
             "virtual_cluster": virtual_cluster,
             "listener": listener,
             "client_address": client_address,

@@ -19,8 +19,10 @@ import structlog
 import trio
 
 from codec.metadata import metadata_topic_ids
+from codec.primitives import Buffer
 from gateway.client_auth import ClientAuthentication
 from gateway.discovery import BrokerAddress, DiscoveryError, discover_brokers
+from gateway.http_fetch import JwksRefreshers
 from gateway.net import ListenError, UpstreamUnavailable, open_listeners
 from gateway.session import ClientSession, SessionSettings, UpstreamTarget
 from policies.auth import ListenerAuthenticator, NoMatchingRule, subject_dn_from_der
@@ -51,6 +53,13 @@ class VirtualCluster:
         self.authenticator = ListenerAuthenticator(
             listener.authentication, now=time.time(), tls=listener.tls
         )
+        validator, oauth = self.authenticator.jwt_validator, listener.authentication.oauthbearer
+        #: Fetches JWKS documents for OAUTHBEARER issuers (on unknown kid, and periodically).
+        self.key_refreshers = (
+            JwksRefreshers.for_validator(validator, oauth)
+            if validator is not None and oauth is not None
+            else None
+        )
         #: Where each broker node really is, learned from Metadata responses and discovery.
         self._upstream_by_node: dict[int, HostPort] = {}
         #: Gateway port of each node whose listener is bound (or failed to bind).
@@ -62,7 +71,7 @@ class VirtualCluster:
         self._topic_names: dict[uuid.UUID, str] = {}
         #: Metadata responses not yet read for topic ids: walking one costs ~0.5 ms, so
         #: it is done only when an id is looked up (decode only what a policy needs).
-        self._unread_metadata: deque[tuple[bytes, int, int]] = deque(maxlen=8)
+        self._unread_metadata: deque[tuple[Buffer, int, int]] = deque(maxlen=8)
         self.discovered = trio.Event()
 
     # --- address map (called by sessions) ------------------------------------------
@@ -84,7 +93,7 @@ class VirtualCluster:
     def upstream_of(self, node_id: int) -> HostPort | None:
         return self._upstream_by_node.get(node_id)
 
-    def remember_metadata(self, frame: bytes, body_offset: int, api_version: int) -> None:
+    def remember_metadata(self, frame: Buffer, body_offset: int, api_version: int) -> None:
         """Keep a Metadata response so topic ids can be resolved from it later."""
         if api_version >= 10:
             self._unread_metadata.append((frame, body_offset, api_version))
@@ -156,6 +165,7 @@ class VirtualCluster:
                 virtual_cluster=self.name,
                 listener=str(self.config.listener.bootstrap),
                 client_address=peer,
+                refresh_keys=self.key_refreshers,
             )
         except NoMatchingRule as exc:
             self.log.warning("tls_principal_unmapped", client=peer, error=str(exc))
@@ -179,6 +189,8 @@ class VirtualCluster:
             )
             task_status.started()
             nursery.start_soon(self._discovery_loop)
+            if self.key_refreshers is not None:
+                await nursery.start(self.key_refreshers.run_periodic)
 
     # --- discovery -------------------------------------------------------------------
 
@@ -188,6 +200,7 @@ class VirtualCluster:
             upstream.bootstrap_servers,
             upstream.connect_timeout_ms / 1000,
             upstream.request_timeout_ms / 1000,
+            upstream=upstream,
         )
         for broker in brokers:
             self.client_address(broker.node_id, broker.host, broker.port)

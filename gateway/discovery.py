@@ -19,7 +19,8 @@ from codec.headers import encode_request_header, response_body_offset, response_
 from codec.primitives import CodecError
 from codec.rewrite import rewrite_response
 from gateway.net import connect_first
-from policies.config import HostPort
+from gateway.upstream import open_upstream
+from policies.config import HostPort, UpstreamConfig
 
 METADATA_KEY = 3
 #: Metadata v12 is served by every Kafka from 3.1 to 4.x and is flexible.
@@ -75,10 +76,23 @@ def brokers_in_metadata(body: bytes, version: int) -> list[BrokerAddress]:
 
 
 async def discover_brokers(
-    bootstrap_servers: Sequence[HostPort], connect_timeout_s: float, request_timeout_s: float
+    bootstrap_servers: Sequence[HostPort],
+    connect_timeout_s: float,
+    request_timeout_s: float,
+    *,
+    upstream: UpstreamConfig | None = None,
 ) -> list[BrokerAddress]:
-    """Ask the first reachable bootstrap server for the cluster's brokers."""
-    stream, server = await connect_first(bootstrap_servers, connect_timeout_s)
+    """Ask the first reachable bootstrap server for the cluster's brokers.
+
+    With ``upstream``, the connection gets its TLS and SASL (the gateway's own
+    credentials, :func:`gateway.upstream.open_upstream`; its timeouts come from it).
+    """
+    stream: trio.abc.Stream
+    if upstream is None:
+        stream, server = await connect_first(bootstrap_servers, connect_timeout_s)
+    else:
+        connection = await open_upstream(bootstrap_servers, upstream)
+        stream, server = connection.stream, connection.address
     async with stream:
         try:
             body = await request_response(

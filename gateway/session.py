@@ -43,7 +43,8 @@ from codec.rewrite import carries_addresses, rewrite_response
 from codec.stream import BufferedFrame, Decider, Decision, FrameStream, Piece
 from gateway.client_auth import AuthenticationClosed, ClientAuthentication, Route
 from gateway.logs import debug_enabled
-from gateway.net import UpstreamUnavailable, connect_first
+from gateway.net import UpstreamUnavailable
+from gateway.upstream import open_upstream
 from policies.config import HostPort
 
 if TYPE_CHECKING:
@@ -179,14 +180,15 @@ class ClientSession:
                     await trio.aclose_forcefully(stream)
 
     async def _connect_upstream(self) -> None:
-        timeout_s = self.cluster.settings.connect_timeout_s
+        """TCP, then TLS and the gateway's own SASL login when the upstream needs them."""
         try:
-            self.upstream, self.upstream_address = await connect_first(
-                await self._upstream_addresses(), timeout_s
+            connection = await open_upstream(
+                await self._upstream_addresses(), self.cluster.config.upstream
             )
         except UpstreamUnavailable as exc:
             self.log.warning("upstream_unavailable", error=str(exc))
             raise SessionClosed(f"upstream unavailable: {exc}") from None
+        self.upstream, self.upstream_address = connection.stream, connection.address
 
     async def _upstream_addresses(self) -> list[HostPort]:
         node_id = self.target.node_id
@@ -414,7 +416,7 @@ class ClientSession:
             latency_ms=round((time.perf_counter() - entry.sent_at) * 1000, 3),
         )
 
-    async def _complete_response(self, entry: InFlight, frame: bytearray) -> Buffer:
+    async def _complete_response(self, entry: InFlight, frame: bytes | bytearray) -> Buffer:
         try:
             return await self._rewrite_response(entry, frame)
         except ValueError as exc:  # CodecError, or a node id with no valid gateway port
@@ -426,7 +428,7 @@ class ClientSession:
                 f"cannot rewrite {name} v{entry.api_version} response: {exc}"
             ) from None
 
-    async def _rewrite_response(self, entry: InFlight, frame: bytearray) -> Buffer:
+    async def _rewrite_response(self, entry: InFlight, frame: bytes | bytearray) -> Buffer:
         api_key, api_version = entry.api_key, entry.api_version
         if api_key == API_VERSIONS:
             return _intersect_api_versions(frame, api_version)
@@ -456,7 +458,7 @@ class ClientSession:
         self.bytes_to_client += len(data)
         await self.client.send_all(data)
 
-    def _feed(self, stream: FrameStream, data: bytes, decide: Decider, side: str) -> list[Piece]:
+    def _feed(self, stream: FrameStream, data: Buffer, decide: Decider, side: str) -> list[Piece]:
         try:
             return stream.feed(data, decide)
         except FrameError as exc:
