@@ -28,18 +28,20 @@ import trio
 from codec.api_table import API_TABLE
 from codec.errors import ILLEGAL_SASL_STATE, NONE, SASL_AUTHENTICATION_FAILED
 from codec.headers import RequestHeader, parse_request_header
-from codec.primitives import CodecError
+from codec.primitives import Buffer, CodecError
 from codec.sasl import (
     SaslAuthenticateResponse,
     answer_handshake,
     encode_legacy_token,
     parse_sasl_authenticate_request,
+    parse_sasl_authenticate_response_frame,
     parse_sasl_handshake_request,
     sasl_authenticate_response_frame,
     sasl_handshake_response_frame,
 )
 from policies.auth import (
     AuthenticationFailed,
+    FailureReason,
     KeyRefreshNeeded,
     ListenerAuthenticator,
     Principal,
@@ -48,6 +50,7 @@ from policies.auth import (
     UnsupportedMechanism,
     authentication_event,
     check_reauthentication,
+    passthrough_principal,
     session_expired,
 )
 
@@ -65,6 +68,8 @@ class Route(enum.Enum):
     HANDSHAKE = "handshake"
     AUTHENTICATE = "authenticate"
     LEGACY_TOKEN = "legacy_token"
+    #: Passthrough: forwarded to the broker, but read on the way to learn the principal.
+    OBSERVE = "observe"
 
 
 class AuthenticationClosed(Exception):
@@ -100,17 +105,16 @@ class ClientAuthentication:
             "client_address": client_address,
         }
         self._server: SaslServerSession | None = None
+        self._relayed_mechanism: str | None = None
+        self._claimed: Principal | None = None
         self._legacy_flow = False
         self.authenticated_at = 0.0
         self.lifetime_ms: int | None = None
-        #: Set once authenticated (at once when the listener needs no SASL).
+        #: Set once authenticated: at once when the listener needs no SASL (the mTLS
+        #: principal or ANONYMOUS); in passthrough mode once the broker accepts the client.
         self.principal: Principal | None = None
-        if authenticator is None or not authenticator.sasl_required:
-            self.principal = (
-                authenticator.principal_without_sasl(peer_subject_dn)
-                if authenticator is not None
-                else None
-            )
+        if authenticator is not None and not authenticator.sasl_required:
+            self.principal = authenticator.principal_without_sasl(peer_subject_dn)
             self.authenticated_at = time.time()
 
     @property
@@ -128,8 +132,16 @@ class ClientAuthentication:
     def authenticated(self) -> bool:
         return self.principal is not None or not self.sasl_terminated
 
+    @property
+    def passthrough(self) -> bool:
+        """True if the client's SASL exchange is relayed to the broker unchanged."""
+        auth = self._authenticator
+        return auth is not None and auth.sasl_required and auth.passthrough
+
     def route(self, api_key: int, now: float) -> Route:
         """What to do with a request (or bare token) on this connection now."""
+        if self.passthrough and api_key in (SASL_HANDSHAKE, SASL_AUTHENTICATE):
+            return Route.OBSERVE
         if not self.sasl_terminated:
             return Route.FORWARD
         if self._legacy_flow:
@@ -146,6 +158,47 @@ class ClientAuthentication:
         if session_expired(now, self.authenticated_at, self.lifetime_ms):
             raise AuthenticationClosed("session expired without re-authentication (KIP-368)")
         return Route.FORWARD
+
+    # --- passthrough: the broker authenticates, the gateway learns who -----------------
+
+    def observe_request(self, frame: bytes) -> None:
+        """Read a relayed SaslHandshake or SaslAuthenticate request."""
+        header = _header(frame)
+        if header.api_key == SASL_HANDSHAKE:
+            if header.api_version == 0:
+                raise AuthenticationClosed(
+                    "SaslHandshake v0 (unframed SASL tokens) cannot be relayed in passthrough mode"
+                )
+            self._relayed_mechanism = _parse(parse_sasl_handshake_request, frame, header).mechanism
+            self._claimed = None
+            return
+        request = _parse(parse_sasl_authenticate_request, frame, header)
+        if self._claimed is None and self._relayed_mechanism is not None:
+            self._claimed = passthrough_principal(self._relayed_mechanism, request.auth_bytes)
+
+    def observe_response(self, frame: Buffer, api_version: int) -> None:
+        """Read the broker's SaslAuthenticate answer: the claimed principal is now proven."""
+        try:
+            _, response = parse_sasl_authenticate_response_frame(frame, api_version)
+        except CodecError as exc:
+            raise AuthenticationClosed(f"malformed SaslAuthenticate response: {exc}") from None
+        claimed = self._claimed
+        if response.error_code != NONE:
+            failure = AuthenticationFailed(
+                FailureReason.REJECTED_BY_BROKER,
+                f"the broker answered error {response.error_code}: {response.error_message}",
+                user=claimed.name if claimed is not None else None,
+                mechanism=self._relayed_mechanism,
+            )
+            _audit(
+                audit_log.warning, authentication_event(**self._audit, failure=failure).as_dict()
+            )
+            self._claimed = None
+        elif claimed is not None and self.principal != claimed:
+            self.principal = claimed
+            self.authenticated_at = time.time()
+            event = authentication_event(**self._audit, principal=claimed)
+            _audit(audit_log.info, event.as_dict())
 
     # --- SaslHandshake -------------------------------------------------------------
 

@@ -50,7 +50,7 @@ from policies.config import HostPort
 if TYPE_CHECKING:
     from gateway.cluster import VirtualCluster
 
-PRODUCE, FETCH, METADATA, API_VERSIONS = 0, 1, 3, 18
+PRODUCE, FETCH, METADATA, API_VERSIONS, SASL_AUTHENTICATE = 0, 1, 3, 18, 36
 RECEIVE_BYTES = 256 * 1024
 #: A request header with a long client id and a Produce request's ``acks`` fit in this.
 REQUEST_HEAD_BYTES = 512
@@ -241,6 +241,10 @@ class ClientSession:
                     self._admit_buffered_produce(piece.frame, entry)
                     outgoing += (size_prefix(len(piece.frame)), piece.frame)
                     continue
+                if route is Route.OBSERVE:  # passthrough SASL: read it, then relay it
+                    self._observe(self.auth.observe_request, bytes(piece.frame))
+                    outgoing += (size_prefix(len(piece.frame)), piece.frame)
+                    continue
                 # Requests after a SASL one must not overtake its answer.
                 await self._send_upstream(outgoing)
                 outgoing = []
@@ -270,6 +274,9 @@ class ClientSession:
             route = self.auth.route(api_key, time.time())
         except AuthenticationClosed as closed:
             raise SessionClosed(str(closed)) from None
+        if route is Route.OBSERVE:
+            self.in_flight.append(entry)  # relayed: the broker answers it
+            return Decision.BUFFER, (route, entry), None
         if route is not Route.FORWARD:
             entry.local = True
             self.in_flight.append(entry)
@@ -290,6 +297,12 @@ class ClientSession:
                 return Decision.FORWARD, None, None  # acks=0: the broker will not answer
         self.in_flight.append(entry)
         return Decision.FORWARD, None, None
+
+    def _observe(self, observe: Callable[[Any], None], frame: Buffer) -> None:
+        try:
+            observe(frame)
+        except AuthenticationClosed as closed:
+            raise SessionClosed(str(closed)) from None
 
     def _admit_buffered_produce(self, frame: Buffer, entry: InFlight) -> None:
         if self._produce_acks(frame, entry.api_version) != 0:
@@ -404,7 +417,11 @@ class ClientSession:
                 FetchTailWatcher(api_version, self.cluster.client_address),
                 insert,
             )
-        rewrite = api_key == API_VERSIONS or carries_addresses(api_key, api_version)
+        rewrite = (
+            api_key == API_VERSIONS
+            or carries_addresses(api_key, api_version)
+            or (api_key == SASL_AUTHENTICATE and self.auth.passthrough)
+        )
         return Decision.BUFFER if rewrite else Decision.FORWARD, entry, insert
 
     def _log_request(self, entry: InFlight) -> None:
@@ -432,6 +449,9 @@ class ClientSession:
         api_key, api_version = entry.api_key, entry.api_version
         if api_key == API_VERSIONS:
             return _intersect_api_versions(frame, api_version)
+        if api_key == SASL_AUTHENTICATE:
+            self._observe(lambda f: self.auth.observe_response(f, api_version), frame)
+            return frame
         offset = response_body_offset(frame, api_key, api_version)
         body = memoryview(frame)[offset:].toreadonly()
         new_body = rewrite_response(api_key, api_version, body, self.cluster.client_address)

@@ -44,6 +44,8 @@ class FailureReason(StrEnum):
     REAUTHENTICATION_MISMATCH = "reauthentication_mismatch"
     #: mTLS: no ``principal_mapping_rules`` rule matched the certificate subject.
     NO_MATCHING_RULE = "no_matching_rule"
+    #: Passthrough: the broker refused the client's own SASL exchange.
+    REJECTED_BY_BROKER = "rejected_by_broker"
 
 
 class AuthenticationFailed(Exception):

@@ -6,6 +6,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 
 from tests.gateway_harness import running_gateway
@@ -60,3 +62,38 @@ def test_gateway_connects_to_tls_brokers(  # type: ignore[no-untyped-def]
         produce_values(gw.bootstrap, topic, values)
         received = consume_values(gw.bootstrap, topic, len(values), f"g-{uuid.uuid4()}")
         assert sorted(received) == sorted(values)
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
+def test_passthrough_relays_the_clients_own_sasl_and_learns_the_principal(  # type: ignore[no-untyped-def]
+    sasl_kafka_cluster, tmp_path: Path, mechanism: str
+) -> None:
+    listener = {"authentication": {"mechanisms": [mechanism], "passthrough": True}}
+    client = {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": mechanism,
+        "sasl.username": "alice",
+        "sasl.password": "alice-secret",
+    }
+    with running_gateway(
+        tmp_path, sasl_kafka_cluster.bootstrap_servers, listener=listener, wait_for_brokers=False
+    ) as gw:
+        topic = f"pass-{uuid.uuid4().hex[:8]}"
+        values = [f"pass-{i}" for i in range(20)]
+        produce_values(gw.bootstrap, topic, values, **client)
+        assert sorted(
+            consume_values(gw.bootstrap, topic, 20, f"g-{uuid.uuid4()}", **client)
+        ) == sorted(values)
+        success = gw.wait_for_event(
+            lambda e: e.get("event") == "authentication" and e.get("outcome") == "success"
+        )
+        assert success["principal"] == "User:alice"
+
+        bad = {**client, "sasl.password": "wrong-password-55"}
+        with pytest.raises(KafkaException):
+            AdminClient({**bad, "bootstrap.servers": gw.bootstrap}).list_topics(timeout=5)
+        failure = gw.wait_for_event(
+            lambda e: e.get("event") == "authentication" and e.get("outcome") == "failure"
+        )
+        assert failure["reason"] == "rejected_by_broker"
+        assert "wrong-password-55" not in gw.log_path.read_text()
