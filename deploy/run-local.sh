@@ -28,13 +28,25 @@ wait_for_metadata() {  # $1 = bootstrap address, $2 = pid that must stay alive, 
 kafka_pid=$!
 wait_for_metadata 127.0.0.1:19092 "$kafka_pid" "local Kafka"
 
+wait_for_port() {  # $1 = port, $2 = pid that must stay alive, $3 = what
+  for _ in $(seq 1 120); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    kill -0 "$2" 2>/dev/null || { echo "$3 exited before it listened on $1" >&2; exit 1; }
+    sleep 0.5
+  done
+  echo "$3 did not listen on 127.0.0.1:$1 within 60 s" >&2
+  exit 1
+}
+
 "$BIN/kafka-gateway" run --config "$CONFIG" &
 gateway_pid=$!
-wait_for_metadata 127.0.0.1:9092 "$gateway_pid" "the gateway"
+# A port check, not a metadata request: example configs may require authentication.
+wait_for_port 9092 "$gateway_pid" "the gateway"
 
-cat <<'MSG'
+cat <<MSG
 
-  kafka-gateway is running: bootstrap 127.0.0.1:9092 -> local Kafka 127.0.0.1:19092
+  kafka-gateway is running with $CONFIG:
+  bootstrap 127.0.0.1:9092 -> local Kafka 127.0.0.1:19092
   Point any Kafka client at it, for example:
     echo hello | kcat -b 127.0.0.1:9092 -t demo -P
     kcat -b 127.0.0.1:9092 -t demo -C -e
