@@ -25,8 +25,8 @@ from gateway.discovery import BrokerAddress, DiscoveryError, discover_brokers
 from gateway.http_fetch import JwksRefreshers
 from gateway.net import ListenError, UpstreamUnavailable, open_listeners
 from gateway.session import ClientSession, SessionSettings, UpstreamTarget
+from gateway.tls_reload import ReloadingServerContext
 from policies.auth import ListenerAuthenticator, NoMatchingRule, subject_dn_from_der
-from policies.auth.tls import server_ssl_context
 from policies.config import GatewayConfig, HostPort, VirtualClusterConfig
 
 #: A client that has not finished its TLS handshake by then is disconnected.
@@ -49,7 +49,9 @@ class VirtualCluster:
         )
         self.log = structlog.get_logger("gateway.cluster").bind(virtual_cluster=self.name)
         listener = config.listener
-        self._server_ssl = server_ssl_context(listener.tls) if listener.tls is not None else None
+        self._server_ssl = (
+            ReloadingServerContext(listener.tls) if listener.tls is not None else None
+        )
         self.authenticator = ListenerAuthenticator(
             listener.authentication, now=time.time(), tls=listener.tls
         )
@@ -146,7 +148,7 @@ class VirtualCluster:
         client: trio.abc.Stream = stream
         subject_dn = None
         if self._server_ssl is not None:
-            tls = trio.SSLStream(stream, self._server_ssl, server_side=True)
+            tls = trio.SSLStream(stream, self._server_ssl.current(), server_side=True)
             try:
                 with trio.fail_after(TLS_HANDSHAKE_TIMEOUT_S):
                     await tls.do_handshake()
