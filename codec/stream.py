@@ -78,11 +78,11 @@ class FrameStream:
         "_head",
         "_head_bytes",
         "_held",
-        "_max_frame_bytes",
         "_mode",
         "_remaining",
         "_watch_forwarded",
         "_watcher",
+        "max_frame_bytes",
     )
 
     def __init__(
@@ -90,7 +90,9 @@ class FrameStream:
     ) -> None:
         if max_frame_bytes <= 0:
             raise ValueError(f"max_frame_bytes must be positive, got {max_frame_bytes}")
-        self._max_frame_bytes = max_frame_bytes
+        #: Checked as each size prefix arrives; may be changed between frames (a proxy
+        #: allows less before the client has authenticated).
+        self.max_frame_bytes = max_frame_bytes
         self._head_bytes = head_bytes
         #: Bytes of the next frame's prefix and head received so far (between frames).
         self._head = bytearray()
@@ -174,9 +176,9 @@ class FrameStream:
     def _check_size(self, size: int) -> None:
         if size < 0:
             raise FrameError(f"negative frame size {size}")
-        if size > self._max_frame_bytes:
+        if size > self.max_frame_bytes:
             raise FrameError(
-                f"frame size {size} exceeds the maximum of {self._max_frame_bytes} bytes"
+                f"frame size {size} exceeds the maximum of {self.max_frame_bytes} bytes"
             )
 
     def _collect_head(

@@ -40,6 +40,7 @@ from codec.headers import (
 from codec.primitives import Buffer, CodecError
 from codec.produce import produce_acks
 from codec.rewrite import carries_addresses, rewrite_response
+from codec.sasl import DEFAULT_MAX_SASL_RECEIVE_SIZE
 from codec.stream import BufferedFrame, Decider, Decision, FrameStream, Piece
 from gateway.client_auth import AuthenticationClosed, ClientAuthentication, Route
 from gateway.logs import debug_enabled
@@ -225,7 +226,7 @@ class ClientSession:
     # --- client -> upstream ----------------------------------------------------------
 
     async def _pump_requests(self) -> None:
-        stream = FrameStream(self.cluster.settings.max_frame_bytes, REQUEST_HEAD_BYTES)
+        stream = FrameStream(self._request_frame_limit(), REQUEST_HEAD_BYTES)
         while True:
             data = await self.client.receive_some(RECEIVE_BYTES)
             if not data:
@@ -249,9 +250,17 @@ class ClientSession:
                 await self._send_upstream(outgoing)
                 outgoing = []
                 await self._answer_sasl(route, entry, bytes(piece.frame))
+                stream.max_frame_bytes = self._request_frame_limit()
             await self._send_upstream(outgoing)
             if self._has_local_answer_due():
                 await self._flush_local_answers()
+
+    def _request_frame_limit(self) -> int:
+        """Like Kafka's sasl.server.max.receive.size: before authentication a client may
+        not make the gateway buffer a large frame."""
+        if self.auth.authenticated:
+            return self.cluster.settings.max_frame_bytes
+        return min(DEFAULT_MAX_SASL_RECEIVE_SIZE, self.cluster.settings.max_frame_bytes)
 
     async def _send_upstream(self, outgoing: list[Buffer]) -> None:
         if outgoing:

@@ -245,3 +245,14 @@ def test_a_client_that_does_not_reauthenticate_is_closed(kafka_cluster, tmp_path
         gateway.wait_for_event(
             lambda e: e.get("event") == "connection_closed" and "expired" in str(e.get("reason"))
         )
+
+
+def test_a_large_frame_before_authentication_is_refused(sasl_gateway: RunningGateway) -> None:
+    with RawKafkaConnection(sasl_gateway.bootstrap) as conn:
+        # A 1 MiB SaslAuthenticate frame announced by an unauthenticated client.
+        conn.send_raw((1024 * 1024).to_bytes(4, "big") + b"\x00\x24\x00\x02\x00\x00\x00\x01")
+        assert conn.is_closed_by_peer()
+    sasl_gateway.wait_for_event(
+        lambda e: e.get("event") == "connection_closed"
+        and "exceeds the maximum of 524288 bytes" in str(e.get("reason"))
+    )
