@@ -43,8 +43,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -91,7 +91,9 @@ KAFKA_BASE_PORT = 19292  # away from `make run` (19092) and the test suite (2909
 HOST = "127.0.0.1"
 MB = 1024 * 1024  # the perf tools' "MB"
 WARMUP_TOLERANCE = 0.05  # warm once a round is no more than 5% faster than the one before
-IDLE_FD_MARGIN = 64  # descriptors the gateway needs besides its connections
+IDLE_FD_MARGIN = 64
+#: Other processes' CPU above which a measurement is flagged as disturbed.
+NOISY_OTHER_CORES = 0.2  # descriptors the gateway needs besides its connections
 
 
 PER_REPETITION_TESTS = ("produce", "consume", "latency", "small")
@@ -122,6 +124,8 @@ class Settings:
     policies: str = "off"
     quick: bool = False
     only: tuple[str, ...] = ALL_TESTS
+    quiet_wait_s: float = 120.0
+    noisy_retries: int = 2
     profile_dir: str | None = None
 
 
@@ -135,6 +139,8 @@ QUICK = {
     "idle_connections": 1_000,
     "warmup_records": 50_000,
     "warmup_rounds": 2,
+    "quiet_wait_s": 10.0,
+    "noisy_retries": 0,
 }
 
 
@@ -194,6 +200,14 @@ def parse_args(argv: list[str] | None) -> Settings:
         help="comma-separated subset of " + ",".join(ALL_TESTS) + " (default: all)",
     )
     parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        metavar="S",
+        help="before each measurement, wait up to S seconds while other processes use "
+        f"more than {NOISY_OTHER_CORES} cores (default {defaults.quiet_wait_s:g}, "
+        f"--quick {QUICK['quiet_wait_s']:g})",
+    )
+    parser.add_argument(
         "--profile",
         metavar="DIR",
         help="record py-spy profiles of the gateway during produce, consume and small "
@@ -205,9 +219,9 @@ def parse_args(argv: list[str] | None) -> Settings:
     if unknown:
         parser.error(f"--only: unknown tests {sorted(unknown)}; choose from {ALL_TESTS}")
     overrides: dict[str, Any] = dict(QUICK) if args.quick else {}
-    for name in ("reps", "records", "idle_connections"):
+    for name in ("reps", "records", "idle_connections", "quiet_wait"):
         if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
+            overrides["quiet_wait_s" if name == "quiet_wait" else name] = getattr(args, name)
     overrides.update(
         brokers=args.brokers,
         workers=args.workers,
@@ -265,6 +279,13 @@ class Bench:
     workdir: Path
     samples: Samples
     rep: int = 0
+    #: Measurements during which other processes used more than NOISY_OTHER_CORES.
+    noisy: list[str] = field(default_factory=list)
+    quiet_waited_s: float = 0.0
+    retried: int = 0
+
+    def wait_until_quiet(self) -> None:
+        self.quiet_waited_s += wait_until_quiet(self.settings.quiet_wait_s)
 
     def profile(
         self, gateway: BenchGateway | None, phase: str
@@ -298,15 +319,63 @@ class Window:
     gateway: PhaseUsage | None = None
     broker_cpu_s: float = 0.0
     machine_busy_s: float = 0.0
+    #: Busy time not used by the benchmark's own processes: other users, kernel threads.
+    other_cpu_s: float = 0.0
 
     def cores(self, cpu_s: float) -> float:
         return cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent not idle since boot (system-wide)."""
+def machine_busy_seconds(include_interrupts: bool = True) -> float:
+    """CPU seconds all cores spent busy since boot, system-wide (steal and idle excluded).
+
+    Without `include_interrupts` only process time counts: loopback networking runs in
+    softirq, which is charged to no process, so comparing with processes' CPU needs it out.
+    """
     times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    busy = ["user", "nice", "system"]  # guest time is inside user
+    if include_interrupts:
+        busy += ["irq", "softirq"]
+    return sum(getattr(times, name, 0.0) for name in busy)
+
+
+def wait_until_quiet(max_wait_s: float, sample_s: float = 1.0) -> float:
+    """Wait (at most `max_wait_s`) until other processes use under NOISY_OTHER_CORES.
+
+    The machine may be shared (other people's test runs); starting a measurement while
+    something else is busy only produces noise. Returns the seconds waited.
+    """
+    started = time.monotonic()
+    announced = False
+    while True:
+        own, busy = own_cpu_seconds(), machine_busy_seconds(include_interrupts=False)
+        time.sleep(sample_s)
+        busy_delta = machine_busy_seconds(include_interrupts=False) - busy
+        others = (busy_delta - (own_cpu_seconds() - own)) / sample_s
+        waited = time.monotonic() - started
+        if others < NOISY_OTHER_CORES or waited >= max_wait_s:
+            if announced:
+                log(f"  ... waited {waited:.0f}s for other processes ({others:.2f} cores now)")
+            return waited
+        if not announced:
+            log(f"  other processes use {others:.2f} cores; waiting up to {max_wait_s:.0f}s")
+            announced = True
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and every process it started (live or reaped).
+
+    Reaped children (finished Java tools, generators) are in `os.times()`; live ones
+    (brokers, gateways) are read directly. The machine's busy time minus this is what
+    other users of the machine took during a measurement.
+    """
+    times = os.times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child_times = child.cpu_times()
+            total += child_times.user + child_times.system
+    return total
 
 
 def broker_cpu_seconds(cluster: LocalKafkaCluster) -> float:
@@ -325,6 +394,7 @@ def measured(bench: Bench, gateway: BenchGateway | None) -> Iterator[Window]:
     """Fill a `Window` for the block (the gateway part only on the gateway side)."""
     window = Window()
     broker_before, busy_before = broker_cpu_seconds(bench.cluster), machine_busy_seconds()
+    own_before, process_busy_before = own_cpu_seconds(), machine_busy_seconds(False)
     started = time.monotonic()
     phase = gateway.monitor.phase() if gateway else contextlib.nullcontext([])
     with phase as usage:
@@ -332,6 +402,8 @@ def measured(bench: Bench, gateway: BenchGateway | None) -> Iterator[Window]:
     window.wall_s = time.monotonic() - started
     window.broker_cpu_s = broker_cpu_seconds(bench.cluster) - broker_before
     window.machine_busy_s = machine_busy_seconds() - busy_before
+    process_busy = machine_busy_seconds(False) - process_busy_before
+    window.other_cpu_s = max(0.0, process_busy - (own_cpu_seconds() - own_before))
     window.gateway = usage[0] if usage else None
 
 
@@ -340,8 +412,12 @@ def record_window(bench: Bench, phase: str, side: str, window: Window, mb: float
     add = bench.samples.add
     add(f"{phase}_broker_cores", side, window.cores(window.broker_cpu_s))
     add(f"{phase}_machine_cores", side, window.cores(window.machine_busy_s))
+    add("other_processes_cores", side, window.cores(window.other_cpu_s))
+    if window.cores(window.other_cpu_s) > NOISY_OTHER_CORES:
+        bench.noisy.append(f"{phase} {side} (rep {bench.rep + 1})")
     text = f"broker {window.cores(window.broker_cpu_s):.2f}"
-    text += f", machine {window.cores(window.machine_busy_s):.2f} cores"
+    text += f", machine {window.cores(window.machine_busy_s):.2f}"
+    text += f", others {window.cores(window.other_cpu_s):.2f} cores"
     if window.gateway is not None:
         cpu = window.gateway.cpu_s
         add(f"{phase}_gateway_cpu_s", side, cpu)
@@ -358,6 +434,7 @@ def record_window(bench: Bench, phase: str, side: str, window: Window, mb: float
 def measure_produce(bench: Bench, side: str, gateway: BenchGateway | None, topic: str) -> None:
     """1 (and 8): unthrottled producer-perf, acks=all, 1 KiB records."""
     s = bench.settings
+    bench.wait_until_quiet()
     bootstrap = gateway.bootstrap if gateway else bench.direct
     with bench.profile(gateway, "produce"), measured(bench, gateway) as window:
         result = kafka_perf.produce(bootstrap, topic, s.records, record_size=s.record_size)
@@ -369,6 +446,7 @@ def measure_produce(bench: Bench, side: str, gateway: BenchGateway | None, topic
 
 def measure_consume(bench: Bench, side: str, gateway: BenchGateway | None, topic: str) -> None:
     """2: consumer-perf from the earliest offset, fresh group per run."""
+    bench.wait_until_quiet()
     bootstrap = gateway.bootstrap if gateway else bench.direct
     group = f"bench-{side}-{time.time_ns()}"
     with bench.profile(gateway, "consume"), measured(bench, gateway) as window:
@@ -386,6 +464,7 @@ def measure_latency(bench: Bench, side: str, gateway: BenchGateway | None, topic
     (see latency_probe.py), and with the steady-state probe, which is the headline.
     """
     s = bench.settings
+    bench.wait_until_quiet()
     bootstrap = gateway.bootstrap if gateway else bench.direct
     tool = kafka_perf.produce(
         bootstrap, topic, s.latency_records, record_size=s.record_size, throughput=s.latency_rate
@@ -394,14 +473,17 @@ def measure_latency(bench: Bench, side: str, gateway: BenchGateway | None, topic
     bench.samples.add("perf_latency_p99_ms", side, tool.p99_ms)
     bench.samples.add("perf_latency_p999_ms", side, tool.p999_ms)
     bench.samples.add("perf_latency_records_s", side, tool.records_per_sec)
-    steady = probe_in_subprocess(
-        bootstrap,
-        topic,
-        rate=s.latency_rate,
-        warmup_s=s.latency_warmup_s,
-        seconds=s.latency_seconds,
-        record_size=s.record_size,
-    )
+    bench.wait_until_quiet()
+    with measured(bench, gateway) as window:
+        steady = probe_in_subprocess(
+            bootstrap,
+            topic,
+            rate=s.latency_rate,
+            warmup_s=s.latency_warmup_s,
+            seconds=s.latency_seconds,
+            record_size=s.record_size,
+        )
+    cpu = record_window(bench, "latency", side, window, None)
     bench.samples.add("latency_p50_ms", side, steady.p50_ms)
     bench.samples.add("latency_p99_ms", side, steady.p99_ms)
     bench.samples.add("latency_p999_ms", side, steady.p999_ms)
@@ -409,7 +491,7 @@ def measure_latency(bench: Bench, side: str, gateway: BenchGateway | None, topic
     log(
         f"  latency  {side:<18} steady p50 {steady.p50_ms:.2f} p99 {steady.p99_ms:.2f} "
         f"p99.9 {steady.p999_ms:.2f} ms at {steady.records_per_s:.0f} rec/s; producer-perf "
-        f"p50 {tool.p50_ms:.0f} p99 {tool.p99_ms:.0f} p99.9 {tool.p999_ms:.0f} ms"
+        f"p50 {tool.p50_ms:.0f} p99 {tool.p99_ms:.0f} p99.9 {tool.p999_ms:.0f} ms; {cpu}"
     )
 
 
@@ -418,6 +500,7 @@ def measure_small_requests(
 ) -> None:
     """4: pipelined ApiVersions+Metadata from several generator processes."""
     s = bench.settings
+    bench.wait_until_quiet()
     target = gateway.bootstrap if gateway else bench.direct.split(",")[0]
     windows: list[Window] = []
 
@@ -447,6 +530,27 @@ def measure_small_requests(
         bench.samples.add("small_gateway_us_per_request", side, per_request)
         text += f", {per_request:.1f} us gateway CPU/request"
     log(text)
+
+
+Measurement = Callable[[Bench, str, BenchGateway | None, str], None]
+
+
+def retry_if_disturbed(
+    bench: Bench, measure: Measurement, side: str, gateway: BenchGateway | None, topic: str
+) -> None:
+    """Run `measure`; if other processes disturbed it, drop its samples and measure again.
+
+    At most `noisy_retries` times; a measurement still disturbed then stays flagged.
+    """
+    for attempt in range(bench.settings.noisy_retries + 1):
+        checkpoint, flagged = bench.samples.checkpoint(), len(bench.noisy)
+        measure(bench, side, gateway, topic)
+        if len(bench.noisy) == flagged or attempt == bench.settings.noisy_retries:
+            return
+        log("  ... disturbed by other processes: measuring again")
+        bench.samples.rollback(checkpoint)
+        del bench.noisy[flagged:]
+        bench.retried += 1
 
 
 def run_repetition(bench: Bench, rep: int) -> None:
@@ -480,18 +584,20 @@ def run_side_by_side(bench: Bench, rep: int, gateway: BenchGateway, topics: dict
     gateways = {DIRECT: None, GATEWAY: gateway}
     if "produce" in s.only:
         for side in order:
-            measure_produce(bench, side, gateways[side], topics["pd" if side == DIRECT else "pg"])
+            topic = topics["pd" if side == DIRECT else "pg"]
+            retry_if_disturbed(bench, measure_produce, side, gateways[side], topic)
     elif "consume" in s.only:  # the consume test needs data
         kafka_perf.produce(bench.direct, topics["pd"], s.records, record_size=s.record_size)
     if "consume" in s.only:
         for side in order:  # both sides read the same, direct-produced batches
-            measure_consume(bench, side, gateways[side], topics["pd"])
+            retry_if_disturbed(bench, measure_consume, side, gateways[side], topics["pd"])
     if "latency" in s.only:
         for side in order:
-            measure_latency(bench, side, gateways[side], topics["ld" if side == DIRECT else "lg"])
+            topic = topics["ld" if side == DIRECT else "lg"]
+            retry_if_disturbed(bench, measure_latency, side, gateways[side], topic)
     if "small" in s.only:
         for side in order:
-            measure_small_requests(bench, side, gateways[side], topics["pd"])
+            retry_if_disturbed(bench, measure_small_requests, side, gateways[side], topics["pd"])
 
 
 def run_workers_produce(bench: Bench, topic: str) -> None:
@@ -504,7 +610,7 @@ def run_workers_produce(bench: Bench, topic: str) -> None:
         return
     side = workers_side(workers)
     with bench_gateway(bench.workdir, bench.direct, workers=workers) as gateway:
-        measure_produce(bench, side, gateway, topic)
+        retry_if_disturbed(bench, measure_produce, side, gateway, topic)
         bench.samples.add("gateway_peak_rss_mib", side, gateway.monitor.lifetime_peak_rss_mib)
 
 
@@ -629,6 +735,9 @@ def build_json(
         "metadata_rewrite_us": round(codec_us, 2),
         "idle_connections_rss_mib": idle["gateway_rss_mib"] if idle else None,
         "idle_connections": idle,
+        "disturbed_measurements": bench.noisy,
+        "waited_for_quiet_s": round(bench.quiet_waited_s, 1),
+        "measurements_repeated": bench.retried,
         "metrics": bench.samples.as_json(),
         "settings": {
             **asdict(s),
@@ -665,7 +774,18 @@ def print_report(bench: Bench, codec_us: float, idle: dict[str, Any] | None, wal
                 f"{idle['gateway_open_files_limit']}, 2 per connection; the hard limit cannot "
                 "be raised without CAP_SYS_RESOURCE)"
             )
-    print(f"wall time {wall_s / 60:.1f} min; gateway logs in {bench.workdir}")
+    if bench.retried:
+        print(f"{bench.retried} measurement(s) were repeated: other processes disturbed them")
+    if bench.noisy:
+        print(
+            f"WARNING: other processes used more than {NOISY_OTHER_CORES} cores during "
+            f"{len(bench.noisy)} measurement(s) ({', '.join(bench.noisy)}); those numbers "
+            "are disturbed - rerun on a quiet machine"
+        )
+    print(
+        f"wall time {wall_s / 60:.1f} min (of which {bench.quiet_waited_s / 60:.1f} min waiting "
+        f"for other processes); gateway logs in {bench.workdir}"
+    )
 
 
 # --------------------------------------------------------------------------- main

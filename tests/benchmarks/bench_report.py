@@ -71,6 +71,20 @@ class Samples:
     def get(self, metric: str, side: str) -> list[float]:
         return list(self._values.get(metric, {}).get(side, []))
 
+    def checkpoint(self) -> dict[tuple[str, str], int]:
+        """How many values each (metric, side) has now, for `rollback`."""
+        return {
+            (metric, side): len(values)
+            for metric, sides in self._values.items()
+            for side, values in sides.items()
+        }
+
+    def rollback(self, checkpoint: dict[tuple[str, str], int]) -> None:
+        """Forget every value added since `checkpoint` (a measurement that is redone)."""
+        for metric, sides in self._values.items():
+            for side, values in sides.items():
+                del values[checkpoint.get((metric, side), 0) :]
+
     def stat(self, metric: str, side: str) -> Stat | None:
         return Stat.of(self.get(metric, side))
 
@@ -118,6 +132,7 @@ def table_rows(workers: int) -> list[Row]:
         Row("latency p99 ms, steady state", "latency_p99_ms", "diff"),
         Row("latency p99.9 ms, steady state", "latency_p999_ms", "diff"),
         Row("  achieved records/s", "latency_records_s"),
+        Row("  gateway CPU cores", "latency_gateway_cores", "", direct=False),
         Row("producer-perf p50 ms (incl. JVM start)", "perf_latency_p50_ms", "diff"),
         Row("producer-perf p99 ms (incl. JVM start)", "perf_latency_p99_ms", "diff"),
         Row("producer-perf p99.9 ms (incl. JVM start)", "perf_latency_p999_ms", "diff"),
@@ -129,6 +144,7 @@ def table_rows(workers: int) -> list[Row]:
         Row("  broker CPU cores", "small_broker_cores", ""),
         Row("  machine busy cores", "small_machine_cores", ""),
         Row("gateway peak RSS MiB (whole run)", "gateway_peak_rss_mib", "", direct=False),
+        Row("other processes' CPU cores (noise)", "other_processes_cores", ""),
     ]
     if workers > 1:
         side = workers_side(workers)
