@@ -10,6 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # command:debian-package pairs the project needs on the machine
 SYSTEM_DEPS := java:openjdk-17-jre-headless mvn:maven kcat:kcat
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help install system-deps kafka run test lint typecheck docs docs-check unit integration bench clean
 
@@ -65,7 +66,7 @@ test: kafka lint typecheck docs-check
 	$(BIN)/pytest tests/unit tests/integration -q -rfE $(PYTEST_ARGS)
 
 bench: kafka
-	$(BIN)/python tests/benchmarks/bench.py
+	$(BIN)/python tests/benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -253,6 +253,8 @@ def test_a_large_frame_before_authentication_is_refused(sasl_gateway: RunningGat
         conn.send_raw((1024 * 1024).to_bytes(4, "big") + b"\x00\x24\x00\x02\x00\x00\x00\x01")
         assert conn.is_closed_by_peer()
     sasl_gateway.wait_for_event(
-        lambda e: e.get("event") == "connection_closed"
-        and "exceeds the maximum of 524288 bytes" in str(e.get("reason"))
+        lambda e: (
+            e.get("event") == "connection_closed"
+            and "exceeds the maximum of 524288 bytes" in str(e.get("reason"))
+        )
     )
