@@ -258,3 +258,24 @@ def test_a_large_frame_before_authentication_is_refused(sasl_gateway: RunningGat
             and "exceeds the maximum of 524288 bytes" in str(e.get("reason"))
         )
     )
+
+
+def test_legacy_unframed_plain_after_handshake_v0(sasl_gateway: RunningGateway) -> None:
+    """SaslHandshake v0, then the bare PLAIN token with no request header (pre-KIP-152)."""
+    request = MetadataRequest(
+        topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False
+    )
+    with RawKafkaConnection(sasl_gateway.bootstrap) as conn:
+        conn.send_raw(sasl_handshake_request_frame(1, "legacy", "PLAIN", 0))
+        conn.read_frame()
+        conn.send_frame(plain_client_token("alice", PASSWORD))  # no header: a bare token
+        assert conn.read_frame() == b""  # PLAIN's empty success token, as from Kafka
+        assert conn.request(request, 2).brokers
+    sasl_gateway.wait_for_event(
+        lambda e: (
+            e.get("event") == "authentication"
+            and e.get("outcome") == "success"
+            and e.get("mechanism") == "PLAIN"
+            and e.get("client_address") is not None
+        )
+    )
