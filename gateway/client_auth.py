@@ -124,6 +124,14 @@ class ClientAuthentication:
         return auth is not None and auth.sasl_required and not auth.passthrough
 
     @property
+    def failed_authentication_delay_s(self) -> float:
+        """Like Kafka's connection.failed.authentication.delay.ms: how long a connection
+        whose login failed stays open after its answer (slows password guessing, and lets
+        the client read why before the connection closes)."""
+        auth = self._authenticator
+        return auth.failed_authentication_delay_s if auth is not None else 0.0
+
+    @property
     def expects_legacy_token(self) -> bool:
         """True while a SaslHandshake v0 exchange runs: frames are bare tokens."""
         return self._legacy_flow
@@ -235,7 +243,7 @@ class ClientAuthentication:
         try:
             result = await self._evaluate(request.auth_bytes)
         except AuthenticationFailed as failure:
-            await self._fail(failure)
+            self._fail(failure)
             response = SaslAuthenticateResponse(SASL_AUTHENTICATION_FAILED, failure.client_message)
             answer = sasl_authenticate_response_frame(correlation_id, response, version)
             return Answer(answer[4:], f"authentication failed: {failure.reason.value}")
@@ -248,7 +256,8 @@ class ClientAuthentication:
         try:
             result = await self._evaluate(bytes(frame))
         except AuthenticationFailed as failure:
-            await self._fail(failure)
+            self._fail(failure)
+            await trio.sleep(self.failed_authentication_delay_s)  # no answer to send first
             raise AuthenticationClosed(f"authentication failed: {failure.reason.value}") from None
         if result.completed:
             self._legacy_flow = False
@@ -292,15 +301,12 @@ class ClientAuthentication:
         )
         _audit(audit_log.info, event.as_dict())
 
-    async def _fail(self, failure: AuthenticationFailed) -> None:
+    def _fail(self, failure: AuthenticationFailed) -> None:
         event = authentication_event(
             **self._audit, failure=failure, reauthentication=self.principal is not None
         )
         _audit(audit_log.warning, event.as_dict())
         self._server = None
-        assert self._authenticator is not None
-        # Like Kafka's connection.failed.authentication.delay.ms: slows password guessing.
-        await trio.sleep(self._authenticator.failed_authentication_delay_s)
 
 
 def _audit(emit: Callable[..., Any], fields: dict[str, Any]) -> None:

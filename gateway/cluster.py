@@ -45,7 +45,6 @@ class VirtualCluster:
         self.name = config.name
         self.settings = SessionSettings(
             max_frame_bytes=gateway.max_frame_bytes,
-            connect_timeout_s=config.upstream.connect_timeout_ms / 1000,
         )
         self.log = structlog.get_logger("gateway.cluster").bind(virtual_cluster=self.name)
         listener = config.listener
@@ -197,13 +196,7 @@ class VirtualCluster:
     # --- discovery -------------------------------------------------------------------
 
     async def refresh_brokers(self) -> list[BrokerAddress]:
-        upstream = self.config.upstream
-        brokers = await discover_brokers(
-            upstream.bootstrap_servers,
-            upstream.connect_timeout_ms / 1000,
-            upstream.request_timeout_ms / 1000,
-            upstream=upstream,
-        )
+        brokers = await discover_brokers(self.config.upstream)
         for broker in brokers:
             self.client_address(broker.node_id, broker.host, broker.port)
         await self.ensure_broker_listeners()

@@ -9,7 +9,6 @@ port bound before any client is told about them.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
@@ -18,9 +17,8 @@ from codec.framing import FrameDecoder, encode_frame
 from codec.headers import encode_request_header, response_body_offset, response_correlation_id
 from codec.primitives import CodecError
 from codec.rewrite import rewrite_response
-from gateway.net import connect_first
 from gateway.upstream import open_upstream
-from policies.config import HostPort, UpstreamConfig
+from policies.config import UpstreamConfig
 
 METADATA_KEY = 3
 #: Metadata v12 is served by every Kafka from 3.1 to 4.x and is flexible.
@@ -75,33 +73,24 @@ def brokers_in_metadata(body: bytes, version: int) -> list[BrokerAddress]:
     return found
 
 
-async def discover_brokers(
-    bootstrap_servers: Sequence[HostPort],
-    connect_timeout_s: float,
-    request_timeout_s: float,
-    *,
-    upstream: UpstreamConfig | None = None,
-) -> list[BrokerAddress]:
+async def discover_brokers(upstream: UpstreamConfig) -> list[BrokerAddress]:
     """Ask the first reachable bootstrap server for the cluster's brokers.
 
-    With ``upstream``, the connection gets its TLS and SASL (the gateway's own
-    credentials, :func:`gateway.upstream.open_upstream`; its timeouts come from it).
+    The connection is made like every upstream connection, with TLS and the gateway's
+    own SASL credentials when configured (:func:`gateway.upstream.open_upstream`).
     """
-    stream: trio.abc.Stream
-    if upstream is None:
-        stream, server = await connect_first(bootstrap_servers, connect_timeout_s)
-    else:
-        connection = await open_upstream(bootstrap_servers, upstream)
-        stream, server = connection.stream, connection.address
-    async with stream:
+    connection = await open_upstream(upstream.bootstrap_servers, upstream)
+    async with connection.stream as stream:
         try:
             body = await request_response(
                 stream,
                 METADATA_KEY,
                 DISCOVERY_METADATA_VERSION,
                 _METADATA_NO_TOPICS_V12,
-                request_timeout_s,
+                upstream.request_timeout_ms / 1000,
             )
             return brokers_in_metadata(body, DISCOVERY_METADATA_VERSION)
         except (trio.TooSlowError, trio.BrokenResourceError, CodecError) as exc:
-            raise DiscoveryError(f"metadata request to {server} failed: {exc!r}") from exc
+            raise DiscoveryError(
+                f"metadata request to {connection.address} failed: {exc!r}"
+            ) from exc

@@ -67,7 +67,6 @@ GATEWAY_VERSION_RANGES = api_versions.gateway_version_ranges()
 @dataclasses.dataclass(frozen=True, slots=True)
 class SessionSettings:
     max_frame_bytes: int
-    connect_timeout_s: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -335,6 +334,7 @@ class ClientSession:
                 while entry in self.in_flight:
                     await self._local_answers_sent.wait()
                     self._local_answers_sent = trio.Event()
+            await trio.sleep(self.auth.failed_authentication_delay_s)
             raise SessionClosed(answer.close_after)
 
     def _check_decodable(self, api_key: int, api_version: int) -> None:

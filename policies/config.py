@@ -731,8 +731,8 @@ class AuthenticationConfig(_Section):
         ge=0,
         le=60000,
         description=(
-            "Delay before a failed authentication is answered and the connection closed "
-            "(like Kafka's `connection.failed.authentication.delay.ms`)."
+            "How long a connection stays open after its failed authentication was answered, "
+            "before it is closed (like Kafka's `connection.failed.authentication.delay.ms`)."
         ),
     )
     max_session_lifetime_ms: Integer | None = Field(

@@ -433,10 +433,8 @@ async def test_plaintext_without_sasl(authenticator: ListenerAuthenticator) -> N
 async def test_discovery_through_sasl(authenticator: ListenerAuthenticator) -> None:
     async with fake_broker(authenticator) as (port, seen):
         config = upstream(port, sasl=password_sasl("SCRAM-SHA-512"))
-        brokers = await discover_brokers(config.bootstrap_servers, 2, 2, upstream=config)
+        brokers = await discover_brokers(config)
         assert brokers == [BrokerAddress(1, "127.0.0.1", port)]
-        # The old call still works (plaintext, no SASL): this broker would not mind.
-        assert await discover_brokers(config.bootstrap_servers, 2, 2) == brokers
     assert seen.authenticated == [USER]
 
 
