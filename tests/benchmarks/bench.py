@@ -26,6 +26,13 @@ open files, since the gateway opens one upstream connection per client connectio
 gateway needs two descriptors per connection; if RLIMIT_NOFILE cannot be raised far
 enough (no CAP_SYS_RESOURCE), the count is capped and the report says so.
 
+`--policies typical` puts a typical policy set on the gateway side (policy_sets.py: the
+listener requires SASL SCRAM-SHA-512, and produce, consume, latency and workers clients
+authenticate first); the direct side stays unauthenticated plaintext, so the policies'
+cost is the difference between a `--policies none` (the default) and a `typical` run.
+With `typical`, small requests are skipped (their generator does not authenticate) and
+idle connections use a gateway without policies.
+
 `--only produce,small,...` runs a subset; `--profile DIR` records py-spy profiles of the
 gateway (profiling.py). Results: a table on stdout (median [min..max] over repetitions;
 ratios and differences are paired per repetition) and, when BENCH_JSON is set, the same
@@ -84,6 +91,7 @@ from tests.benchmarks.idle_connections import (  # noqa: E402
     raise_open_files_limit,
 )
 from tests.benchmarks.latency_probe import probe_in_subprocess  # noqa: E402
+from tests.benchmarks.policy_sets import POLICY_SETS, PolicySet, policy_set  # noqa: E402
 from tests.benchmarks.profiling import profiled  # noqa: E402
 from tests.benchmarks.small_requests import api_versions_request, run_load  # noqa: E402
 
@@ -121,7 +129,7 @@ class Settings:
     workers: int = 2
     warmup_records: int = 300_000
     warmup_rounds: int = 10
-    policies: str = "off"
+    policies: str = "none"
     quick: bool = False
     only: tuple[str, ...] = ALL_TESTS
     quiet_wait_s: float = 120.0
@@ -195,10 +203,10 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
     parser.add_argument(
         "--policies",
-        choices=["off", "typical"],
-        default="off",
-        help="'typical' runs with a typical policy set once auth/quota/routing exist; "
-        "today it is not available and the run uses no policies",
+        choices=POLICY_SETS,
+        default="none",
+        help="policies on the gateway side: 'none' (default) or 'typical' (the listener "
+        "requires SASL SCRAM-SHA-512; clients authenticate); the direct side has none",
     )
     parser.add_argument(
         "--only",
@@ -304,6 +312,21 @@ class Bench:
             return contextlib.nullcontext()
         raw = Path(out) / f"{phase}-w{gateway.workers}-r{self.rep}.txt"
         return profiled(gateway.pid, raw, subprocesses=gateway.workers > 1)
+
+    @property
+    def policy(self) -> PolicySet:
+        return policy_set(self.settings.policies)
+
+    def skips_small_requests(self) -> bool:
+        """The small-request generator speaks no SASL, so it cannot use an auth listener."""
+        return self.policy.authenticated
+
+    def java_props(self, gateway: BenchGateway | None) -> dict[str, str]:
+        """Client settings for the Java tools: the policy set's on the gateway side only."""
+        return self.policy.java_props if gateway else {}
+
+    def librdkafka_config(self, gateway: BenchGateway | None) -> dict[str, str]:
+        return self.policy.librdkafka if gateway else {}
 
     @property
     def direct(self) -> str:
@@ -463,7 +486,13 @@ def measure_produce(bench: Bench, side: str, gateway: BenchGateway | None, topic
     bench.wait_until_quiet()
     bootstrap = gateway.bootstrap if gateway else bench.direct
     with bench.profile(gateway, "produce"), measured(bench, gateway) as window:
-        result = kafka_perf.produce(bootstrap, topic, s.records, record_size=s.record_size)
+        result = kafka_perf.produce(
+            bootstrap,
+            topic,
+            s.records,
+            record_size=s.record_size,
+            producer_props=bench.java_props(gateway),
+        )
     bench.samples.add("produce_mb_s", side, result.mb_per_sec)
     bench.samples.add("produce_records_s", side, result.records_per_sec)
     cpu = record_window(bench, "produce", side, window, bench.megabytes)
@@ -476,7 +505,13 @@ def measure_consume(bench: Bench, side: str, gateway: BenchGateway | None, topic
     bootstrap = gateway.bootstrap if gateway else bench.direct
     group = f"bench-{side}-{time.time_ns()}"
     with bench.profile(gateway, "consume"), measured(bench, gateway) as window:
-        result = kafka_perf.consume(bootstrap, topic, bench.settings.records, group=group)
+        result = kafka_perf.consume(
+            bootstrap,
+            topic,
+            bench.settings.records,
+            group=group,
+            consumer_props=bench.java_props(gateway),
+        )
     bench.samples.add("consume_mb_s", side, result.fetch_mb_per_sec)
     bench.samples.add("consume_total_mb_s", side, result.mb_per_sec)
     cpu = record_window(bench, "consume", side, window, result.mb)
@@ -493,7 +528,12 @@ def measure_latency(bench: Bench, side: str, gateway: BenchGateway | None, topic
     bench.wait_until_quiet()
     bootstrap = gateway.bootstrap if gateway else bench.direct
     tool = kafka_perf.produce(
-        bootstrap, topic, s.latency_records, record_size=s.record_size, throughput=s.latency_rate
+        bootstrap,
+        topic,
+        s.latency_records,
+        record_size=s.record_size,
+        throughput=s.latency_rate,
+        producer_props=bench.java_props(gateway),
     )
     bench.samples.add("perf_latency_p50_ms", side, tool.p50_ms)
     bench.samples.add("perf_latency_p99_ms", side, tool.p99_ms)
@@ -508,6 +548,7 @@ def measure_latency(bench: Bench, side: str, gateway: BenchGateway | None, topic
             warmup_s=s.latency_warmup_s,
             seconds=s.latency_seconds,
             record_size=s.record_size,
+            client_config=bench.librdkafka_config(gateway),
         )
     cpu = record_window(bench, "latency", side, window, None)
     bench.samples.add("latency_p50_ms", side, steady.p50_ms)
@@ -592,7 +633,8 @@ def run_repetition(bench: Bench, rep: int) -> None:
     )
     try:
         if set(s.only) & set(PER_REPETITION_TESTS):
-            with bench_gateway(bench.workdir, bench.direct) as gateway:
+            listener = bench.policy.listener
+            with bench_gateway(bench.workdir, bench.direct, listener=listener) as gateway:
                 run_side_by_side(bench, rep, gateway, topics)
                 bench.samples.add(
                     "gateway_peak_rss_mib", GATEWAY, gateway.monitor.lifetime_peak_rss_mib
@@ -621,7 +663,7 @@ def run_side_by_side(bench: Bench, rep: int, gateway: BenchGateway, topics: dict
         for side in order:
             topic = topics["ld" if side == DIRECT else "lg"]
             retry_if_disturbed(bench, measure_latency, side, gateways[side], topic)
-    if "small" in s.only:
+    if "small" in s.only and not bench.skips_small_requests():
         for side in order:
             retry_if_disturbed(bench, measure_small_requests, side, gateways[side], topics["pd"])
 
@@ -635,7 +677,8 @@ def run_workers_produce(bench: Bench, topic: str) -> None:
         log(f"  produce  {workers} workers: skipped, `kafka-gateway run` has no --workers yet")
         return
     side = workers_side(workers)
-    with bench_gateway(bench.workdir, bench.direct, workers=workers) as gateway:
+    listener = bench.policy.listener
+    with bench_gateway(bench.workdir, bench.direct, workers=workers, listener=listener) as gateway:
         retry_if_disturbed(bench, measure_produce, side, gateway, topic)
         bench.samples.add("gateway_peak_rss_mib", side, gateway.monitor.lifetime_peak_rss_mib)
 
@@ -757,6 +800,9 @@ def build_json(
 ) -> dict[str, Any]:
     s = bench.settings
     return {
+        "policies": s.policies,
+        "policies_description": bench.policy.describe(),
+        "small_requests_skipped": "small" in s.only and bench.skips_small_requests(),
         **headline(bench.samples, s.workers),
         "metadata_rewrite_us": round(codec_us, 2),
         "idle_connections_rss_mib": idle["gateway_rss_mib"] if idle else None,
@@ -767,7 +813,6 @@ def build_json(
         "metrics": bench.samples.as_json(),
         "settings": {
             **asdict(s),
-            "policies_applied": "off",
             "gateway_workers_option": workers_option_supported(),
             "producer": {"acks": "all", "other": "Kafka defaults"},
         },
@@ -783,6 +828,9 @@ def print_report(bench: Bench, codec_us: float, idle: dict[str, Any] | None, wal
         f"kafka-gateway benchmark: {s.reps} repetition(s), {s.records:,} x {s.record_size} B "
         f"records, {s.partitions} partitions, {s.brokers} broker(s); median [min..max]"
     )
+    print(f"policies: {s.policies} ({bench.policy.describe()}; the direct side has none)")
+    if "small" in s.only and bench.skips_small_requests():
+        print("small requests: skipped (the load generator does not authenticate)")
     print(format_table(bench.samples, s.workers))
     print(f"Metadata rewrite (100 topics x 6 partitions, 3 brokers): {codec_us:.1f} us")
     if idle:
@@ -825,8 +873,9 @@ def run(settings: Settings) -> dict[str, Any]:
     log(f"open files limit: {limits[0]} (inherited by Kafka and the gateway)")
     if limits[0] < needed:
         log(f"  wanted {needed}: the hard limit cannot be raised here (no CAP_SYS_RESOURCE)")
-    if settings.policies == "typical":
-        log("--policies typical: not available yet (no auth/quota/routing); running with none")
+    log(f"policies: {settings.policies} ({policy_set(settings.policies).describe()})")
+    if "small" in settings.only and policy_set(settings.policies).authenticated:
+        log("  small requests: skipped, the load generator does not authenticate")
     codec_us = metadata_rewrite_us()
     workdir = Path(tempfile.mkdtemp(prefix="kafka-gateway-bench-"))
     cluster = LocalKafkaCluster(

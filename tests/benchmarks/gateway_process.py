@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import socket
 import struct
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -179,17 +181,27 @@ def _command(config_path: Path, workers: int) -> list[str]:
 
 
 def _wait_until_serving(
-    gateway: RunningGateway, port: int, workers: int, timeout_s: float = 60.0
+    gateway: RunningGateway,
+    port: int,
+    workers: int,
+    timeout_s: float = 60.0,
+    *,
+    authenticated: bool = False,
 ) -> None:
-    """Until every worker has discovered the brokers and a Metadata request answers."""
+    """Until every worker has discovered the brokers and a Metadata request answers.
+
+    A listener that requires SASL answers no unauthenticated Metadata, so there the
+    check is that the port accepts connections.
+    """
     deadline = time.monotonic() + timeout_s
+    ready = _accepts_connections if authenticated else _answers_metadata
     while True:
         discovered = {
             event.get("worker")
             for event in gateway.events()
             if event.get("event") == "brokers_discovered"
         }
-        if len(discovered) >= workers and _answers_metadata(port):
+        if len(discovered) >= workers and ready(port):
             return
         if time.monotonic() > deadline or gateway.process.poll() is not None:
             raise RuntimeError(f"gateway on port {port} is not serving; log:\n{gateway.tail()}")
@@ -201,6 +213,14 @@ def _answers_metadata(port: int) -> bool:
         return bool(metadata_broker_ids(HOST, port, timeout=5.0))
     except (OSError, struct.error):  # not listening yet, or a cut-off answer
         return False
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=5.0).close()
+    except OSError:
+        return False
+    return True
 
 
 def _stop_tree(gateway: RunningGateway, monitor: ProcessTreeMonitor) -> None:
@@ -215,13 +235,21 @@ def _stop_tree(gateway: RunningGateway, monitor: ProcessTreeMonitor) -> None:
 
 @contextlib.contextmanager
 def bench_gateway(
-    workdir: Path, upstream_bootstrap: str, *, workers: int = 1, log_level: str = "info"
+    workdir: Path,
+    upstream_bootstrap: str,
+    *,
+    workers: int = 1,
+    log_level: str = "info",
+    listener: dict[str, Any] | None = None,
 ) -> Iterator[BenchGateway]:
-    """Run `kafka-gateway run [--workers N]` in front of `upstream_bootstrap` for the block."""
+    """Run `kafka-gateway run [--workers N]` in front of `upstream_bootstrap` for the block.
+
+    `listener` adds listener keys (such as `authentication`) to the harness's config.
+    """
     port = find_free_port_block()
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / f"gateway-{port}-w{workers}.yaml"
-    config = gateway_config(upstream_bootstrap, port, log_level=log_level)
+    config = gateway_config(upstream_bootstrap, port, log_level=log_level, listener=listener)
     config_path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
     log_path = workdir / f"gateway-{port}-w{workers}-{time.time_ns()}.log"
     with log_path.open("wb") as log_file:
@@ -236,7 +264,8 @@ def bench_gateway(
     monitor: ProcessTreeMonitor | None = None
     try:
         monitor = ProcessTreeMonitor(process.pid)
-        _wait_until_serving(handle, port, workers)
+        authenticated = bool(listener and listener.get("authentication"))
+        _wait_until_serving(handle, port, workers, authenticated=authenticated)
         yield BenchGateway(handle=handle, port=port, workers=workers, monitor=monitor)
     finally:
         if monitor is None:

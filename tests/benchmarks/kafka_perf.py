@@ -9,8 +9,11 @@ seconds to every repetition.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -51,6 +54,18 @@ class ConsumerPerfResult:
     rebalance_ms: float
 
 
+@contextlib.contextmanager
+def _config_file(kind: str, props: Mapping[str, str | int] | None) -> Iterator[list[str]]:
+    """`--<kind>.config <file>` holding `props` for the block; no arguments when empty."""
+    if not props:
+        yield []
+        return
+    with tempfile.TemporaryDirectory(prefix=f"{kind}-perf-") as tmp:
+        config = Path(tmp) / f"{kind}.properties"
+        config.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
+        yield [f"--{kind}.config", str(config)]
+
+
 def produce(
     bootstrap: str,
     topic: str,
@@ -61,13 +76,19 @@ def produce(
     producer_props: Mapping[str, str | int] | None = None,
     jvm_opts: Sequence[str] = BENCH_TOOL_JVM_OPTS,
 ) -> ProducerPerfResult:
-    """kafka-producer-perf-test (acks=all unless overridden); `throughput=-1` is unthrottled."""
-    props: dict[str, str | int] = {"bootstrap.servers": bootstrap, "acks": "all"}
-    props.update(producer_props or {})
+    """kafka-producer-perf-test (acks=all); `throughput=-1` is unthrottled.
+
+    `producer_props` (e.g. SASL settings) go through `--producer.config`, a file:
+    `--producer-props` rejects values that contain `=`, as `sasl.jaas.config` does.
+    """
+    props = {"bootstrap.servers": bootstrap, "acks": "all"}
     args = ["--topic", topic, "--num-records", str(records)]
     args += ["--record-size", str(record_size), "--throughput", str(throughput)]
     args += ["--producer-props", *(f"{key}={value}" for key, value in props.items())]
-    result = java_tool(PRODUCER_PERF, args, timeout=TOOL_TIMEOUT_S, jvm_opts=jvm_opts)
+    with _config_file("producer", producer_props) as config_args:
+        result = java_tool(
+            PRODUCER_PERF, args + config_args, timeout=TOOL_TIMEOUT_S, jvm_opts=jvm_opts
+        )
     summary = parse_producer_perf(result.stdout)
     if summary.records != records:
         raise RuntimeError(f"producer-perf sent {summary.records} of {records} records")
@@ -80,12 +101,20 @@ def consume(
     messages: int,
     *,
     group: str,
+    consumer_props: Mapping[str, str | int] | None = None,
     jvm_opts: Sequence[str] = BENCH_TOOL_JVM_OPTS,
 ) -> ConsumerPerfResult:
-    """kafka-consumer-perf-test from the earliest offset in a fresh consumer group."""
+    """kafka-consumer-perf-test from the earliest offset in a fresh consumer group.
+
+    `consumer_props` (e.g. SASL settings) go through `--consumer.config`, a file: the
+    tool takes client settings no other way.
+    """
     args = ["--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages)]
     args += ["--timeout", "30000", "--group", group]
-    result = java_tool(CONSUMER_PERF, args, timeout=TOOL_TIMEOUT_S, jvm_opts=jvm_opts)
+    with _config_file("consumer", consumer_props) as config_args:
+        result = java_tool(
+            CONSUMER_PERF, args + config_args, timeout=TOOL_TIMEOUT_S, jvm_opts=jvm_opts
+        )
     row = parse_consumer_perf(result.stdout)
     summary = ConsumerPerfResult(
         messages=int(row["data.consumed.in.nMsg"]),

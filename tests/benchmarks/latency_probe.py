@@ -21,6 +21,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def run_probe(
     warmup_s: float,
     seconds: float,
     record_size: int,
+    client_config: Mapping[str, str] | None = None,
 ) -> LatencyResult:
     """Produce `rate` records/s for `warmup_s + seconds`; measure the last `seconds`."""
     producer = Producer(
@@ -90,6 +92,7 @@ def run_probe(
             "linger.ms": 5,  # the Java producer's default since Kafka 4.0
             "enable.idempotence": True,  # likewise
             "log_level": 3,
+            **(client_config or {}),
         }
     )
     collector = _Collector(int((time.time() + warmup_s) * 1000))
@@ -126,11 +129,14 @@ def probe_in_subprocess(
     warmup_s: float,
     seconds: float,
     record_size: int,
+    client_config: Mapping[str, str] | None = None,
 ) -> LatencyResult:
     """`run_probe` in its own process (killed if the benchmark is interrupted)."""
     cmd = [sys.executable, "-m", "tests.benchmarks.latency_probe", "--bootstrap", bootstrap]
     cmd += ["--topic", topic, "--rate", str(rate), "--warmup", str(warmup_s)]
     cmd += ["--seconds", str(seconds), "--record-size", str(record_size)]
+    for key, value in (client_config or {}).items():
+        cmd += ["--client-config", f"{key}={value}"]
     result = subprocess.run(
         cmd,
         cwd=REPO_ROOT,
@@ -157,7 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds not measured")
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds measured")
     parser.add_argument("--record-size", type=int, default=1024)
+    parser.add_argument(
+        "--client-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="librdkafka setting, e.g. sasl.username=alice (repeatable)",
+    )
     args = parser.parse_args(argv)
+    client_config = dict(item.split("=", 1) for item in args.client_config)
     try:
         result = run_probe(
             args.bootstrap,
@@ -166,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup_s=args.warmup,
             seconds=args.seconds,
             record_size=args.record_size,
+            client_config=client_config,
         )
     except KeyboardInterrupt:
         return 130
