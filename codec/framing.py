@@ -23,6 +23,14 @@ class FrameError(ValueError):
     """The byte stream is not valid Kafka framing; the connection must be closed."""
 
 
+def check_frame_size(size: int, max_frame_bytes: int) -> None:
+    """Raise :class:`FrameError` for a negative size or one above ``max_frame_bytes``."""
+    if size < 0:
+        raise FrameError(f"negative frame size {size}")
+    if size > max_frame_bytes:
+        raise FrameError(f"frame size {size} exceeds the maximum of {max_frame_bytes} bytes")
+
+
 class FrameDecoder:
     """Splits a byte stream into frames (the bytes after each size prefix)."""
 
@@ -57,12 +65,7 @@ class FrameDecoder:
         if len(buf) - start < 4:
             return None
         (size,) = _SIZE.unpack_from(buf, start)
-        if size < 0:
-            raise FrameError(f"negative frame size {size}")
-        if size > self._max_frame_bytes:
-            raise FrameError(
-                f"frame size {size} exceeds the maximum of {self._max_frame_bytes} bytes"
-            )
+        check_frame_size(size, self._max_frame_bytes)
         end = start + 4 + size
         if len(buf) < end:
             return None

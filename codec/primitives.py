@@ -158,14 +158,6 @@ class Reader:
         if n > 0:
             self.skip(n, "bytes")
 
-    def flex_bytes_span(self, flexible: bool) -> tuple[int, int]:
-        """Return ``(start, end)`` of a BYTES/RECORDS field without copying it."""
-        n = (self.uvarint() - 1) if flexible else self.int32()
-        start = self.pos
-        if n > 0:
-            self.skip(n, "bytes")
-        return start, self.pos
-
     def array_length(self, flexible: bool) -> int:
         """Length of an ARRAY / COMPACT_ARRAY; -1 means null."""
         n = (self.uvarint() - 1) if flexible else self.int32()

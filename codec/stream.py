@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from codec.framing import DEFAULT_MAX_FRAME_BYTES, FrameError
+from codec.framing import DEFAULT_MAX_FRAME_BYTES, check_frame_size
 from codec.primitives import Buffer
 
 _SIZE: Final = struct.Struct(">i")
@@ -114,7 +114,7 @@ class FrameStream:
     def feed(self, chunk: Buffer, decide: Decider) -> list[Piece]:
         """Consume ``chunk``; return the pieces to forward, in order.
 
-        Raises :class:`FrameError` for a negative or oversized frame size.
+        Raises :class:`codec.framing.FrameError` for a negative or oversized frame size.
         """
         view = memoryview(chunk)
         pieces: list[Piece] = []
@@ -130,7 +130,7 @@ class FrameStream:
                     pos = self._collect_head(view, pos, pieces, decide)
                     continue
                 (size,) = _SIZE.unpack_from(view, pos)
-                self._check_size(size)
+                check_frame_size(size, self.max_frame_bytes)
                 head_end = pos + 4 + min(size, self._head_bytes)
                 if head_end > end:
                     if forward_from >= 0:
@@ -173,14 +173,6 @@ class FrameStream:
                 pieces.append(view[forward_from:])
         return pieces
 
-    def _check_size(self, size: int) -> None:
-        if size < 0:
-            raise FrameError(f"negative frame size {size}")
-        if size > self.max_frame_bytes:
-            raise FrameError(
-                f"frame size {size} exceeds the maximum of {self.max_frame_bytes} bytes"
-            )
-
     def _collect_head(
         self, view: memoryview, pos: int, pieces: list[Piece], decide: Decider
     ) -> int:
@@ -192,7 +184,7 @@ class FrameStream:
             pos += min(need, len(view) - pos)
             if len(head) < 4:
                 return pos
-            self._check_size(_SIZE.unpack_from(head, 0)[0])
+            check_frame_size(_SIZE.unpack_from(head, 0)[0], self.max_frame_bytes)
         (size,) = _SIZE.unpack_from(head, 0)
         wanted = 4 + min(size, self._head_bytes)
         need = wanted - len(head)
