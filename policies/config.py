@@ -47,10 +47,12 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
+from policies.acl.config import AuthorizationConfig
 from policies.auth.jwks import InvalidJwks, parse_jwks
 from policies.auth.mtls import InvalidMappingRule, parse_mapping_rules
 from policies.auth.passwords import InvalidPasswordHash, PasswordHash
 from policies.auth.scram import InvalidScramCredential, ScramCredential
+from policies.quotas.config import QuotasConfig
 
 __all__ = [
     "WILDCARD_HOSTS",
@@ -1159,6 +1161,20 @@ class VirtualClusterConfig(_Section):
     )
     listener: ListenerConfig = Field(description="Where clients connect.")
     upstream: UpstreamConfig = Field(description="The Kafka cluster the gateway forwards to.")
+    authorization: AuthorizationConfig | None = Field(
+        default=None,
+        description=(
+            "ACL rules checked on every request, with Kafka's semantics and error codes. "
+            "Absent: every authenticated principal may do anything the upstream allows."
+        ),
+    )
+    quotas: QuotasConfig | None = Field(
+        default=None,
+        description=(
+            "Byte-rate and request-rate quotas (throttled the way Kafka does, KIP-219) "
+            "and connection limits. Absent: no quotas."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_passthrough(self) -> Self:
