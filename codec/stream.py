@@ -11,7 +11,9 @@ the caller decides per frame, from its first bytes (the head), whether to
 * ``BUFFER`` it: it is collected into one buffer of the exact size and handed back
   whole once complete, for the few frames the gateway must decode or rewrite;
 * ``DROP`` it: its bytes are consumed and nothing is handed back (the gateway
-  answers it itself).
+  answers it itself);
+* ``WATCH`` or ``PATCH_HEAD`` it: forward it as it arrives, but with its tail
+  (a :class:`Watcher`) or its head (replacement bytes) rewritten in place.
 
 Sans-I/O like the rest of ``codec``: bytes in, pieces out.
 """
@@ -40,6 +42,9 @@ class Decision(enum.Enum):
     DROP = "drop"
     #: Forward as it arrives, except a tail the context (a :class:`Watcher`) rewrites.
     WATCH = "watch"
+    #: Forward as it arrives, but with the head replaced by the context (``bytes`` of the
+    #: same length): a field at the very start of a streamed frame can be changed.
+    PATCH_HEAD = "patch_head"
 
 
 class Watcher(Protocol):
@@ -139,6 +144,16 @@ class FrameStream:
                     pos = self._collect_head(view, pos, pieces, decide)
                     continue
                 decision, context, insert = decide(view[pos + 4 : head_end], size)
+                if decision is Decision.PATCH_HEAD:
+                    if forward_from >= 0:
+                        pieces.append(view[forward_from:pos])
+                        forward_from = -1
+                    if insert is not None:
+                        pieces.append(insert)
+                    pieces += (view[pos : pos + 4], _same_size(context, head_end - pos - 4))
+                    self._start_patched(size, head_end - pos - 4)
+                    pos = head_end
+                    continue
                 if insert is not None or decision is not Decision.FORWARD:
                     if forward_from >= 0:
                         pieces.append(view[forward_from:pos])
@@ -196,6 +211,10 @@ class FrameStream:
         if insert is not None:
             pieces.append(insert)
         self._head = bytearray()
+        if decision is Decision.PATCH_HEAD:
+            pieces.append(bytes(head[:4]) + _same_size(context, len(head) - 4))
+            self._start_patched(size, len(head) - 4)
+            return pos
         self._start_frame(decision, context, size)
         body_part = memoryview(head)[4:]
         if decision is Decision.FORWARD:
@@ -222,6 +241,11 @@ class FrameStream:
             self._watcher = context
             self._held = bytearray()
             self._watch_forwarded = 0
+
+    def _start_patched(self, size: int, head_size: int) -> None:
+        """The head went out replaced; the rest of the frame is forwarded as it comes."""
+        self._mode = Decision.FORWARD if size > head_size else None
+        self._remaining = size - head_size
 
     def _watch(self, part: memoryview, pieces: list[Piece]) -> None:
         """Forward what the watcher knows precedes the tail; hold back the rest."""
@@ -255,3 +279,9 @@ class FrameStream:
             self._buffer = bytearray()
             self._buffer_context = None
         self._mode = None
+
+
+def _same_size(replacement: Any, size: int) -> bytes:
+    if not isinstance(replacement, bytes | bytearray) or len(replacement) != size:
+        raise AssertionError("a PATCH_HEAD decision must supply a head of the same size")
+    return bytes(replacement)

@@ -123,13 +123,13 @@ def _node_endpoints(m: ModuleType) -> st.SearchStrategy[Any]:
 
 def produce_responses(version: int) -> st.SearchStrategy[Any]:
     m = kio_module("produce", version)
-    partition = entity(
-        m.PartitionProduceResponse, record_errors=small_tuples(entity(m.BatchIndexAndErrorMessage))
-    )
+    overrides = {}
+    if hasattr(m, "BatchIndexAndErrorMessage"):  # v8+
+        overrides["record_errors"] = small_tuples(entity(m.BatchIndexAndErrorMessage))
+    partition = entity(m.PartitionProduceResponse, **overrides)
     topic = entity(m.TopicProduceResponse, partition_responses=small_tuples(partition))
-    return entity(
-        m.ProduceResponse, responses=small_tuples(topic), node_endpoints=_node_endpoints(m)
-    )
+    endpoints = _node_endpoints(m) if hasattr(m, "NodeEndpoint") else st.just(())
+    return entity(m.ProduceResponse, responses=small_tuples(topic), node_endpoints=endpoints)
 
 
 def fetch_responses(version: int) -> st.SearchStrategy[Any]:

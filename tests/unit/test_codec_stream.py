@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from codec.framing import FrameError, encode_frame
 from codec.stream import BufferedFrame, Decision, FrameStream
 
-DECISIONS = [Decision.FORWARD, Decision.BUFFER, Decision.DROP]
+DECISIONS = [Decision.FORWARD, Decision.BUFFER, Decision.DROP, Decision.PATCH_HEAD]
 
 
 def run(stream_bytes: bytes, cuts: list[int], decisions: list[Decision], head_bytes: int):
@@ -23,7 +23,9 @@ def run(stream_bytes: bytes, cuts: list[int], decisions: list[Decision], head_by
     def decide(head: memoryview, size: int) -> tuple[Decision, Any, bytes | None]:
         index = len(heads)
         heads.append((bytes(head), size))
-        return decisions[index % len(decisions)], index, b"<%d>" % index
+        decision = decisions[index % len(decisions)]
+        context = _inverted(head) if decision is Decision.PATCH_HEAD else index
+        return decision, context, b"<%d>" % index
 
     forwarded = bytearray()
     buffered: list[tuple[bytes, Any]] = []
@@ -55,8 +57,7 @@ def test_every_frame_is_routed_by_its_decision(
         b"".join(encode_frame(f) for f in frames), cuts, decisions, head_bytes
     )
     expected_forward = b"".join(
-        b"<%d>" % i
-        + (encode_frame(f) if decisions[i % len(decisions)] is Decision.FORWARD else b"")
+        b"<%d>" % i + _expected_forward(f, decisions[i % len(decisions)], head_bytes)
         for i, f in enumerate(frames)
     )
     expected_buffered = [
@@ -65,6 +66,19 @@ def test_every_frame_is_routed_by_its_decision(
     assert forwarded == expected_forward
     assert buffered == expected_buffered
     assert heads == [(f[:head_bytes], len(f)) for f in frames]
+
+
+def _inverted(head: memoryview) -> bytes:
+    return bytes(b ^ 0xFF for b in head)
+
+
+def _expected_forward(frame: bytes, decision: Decision, head_bytes: int) -> bytes:
+    if decision is Decision.FORWARD:
+        return encode_frame(frame)
+    if decision is Decision.PATCH_HEAD:
+        head = memoryview(frame)[:head_bytes]
+        return encode_frame(_inverted(head) + frame[head_bytes:])
+    return b""
 
 
 def test_a_chunk_forwarded_whole_is_not_copied() -> None:
