@@ -63,3 +63,10 @@ class Authorizer(Protocol):
         resource_type: ResourceType,
         name: str,
     ) -> AclDecision: ...
+
+    def authorize_any(
+        self, principal: Principal, operation: Operation, resource_type: ResourceType
+    ) -> AclDecision:
+        """Whether ``operation`` is allowed on some resource of the type (Kafka's
+        ``authorizeByResourceType``, e.g. InitProducerId needs Write on any topic)."""
+        ...
