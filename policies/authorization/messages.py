@@ -46,7 +46,7 @@ def api_name(api_key: int) -> str:
 @cache
 def request_class(api_key: int, api_version: int) -> type[Any]:
     try:
-        return load_request_schema(api_key, api_version)  # type: ignore[no-any-return]
+        return load_request_schema(api_key, api_version)
     except Exception as exc:
         raise MessageError(f"no schema for {api_name(api_key)} v{api_version} request") from exc
 
@@ -54,19 +54,27 @@ def request_class(api_key: int, api_version: int) -> type[Any]:
 @cache
 def response_class(api_key: int, api_version: int) -> type[Any]:
     try:
-        return load_response_schema(api_key, api_version)  # type: ignore[no-any-return]
+        return load_response_schema(api_key, api_version)
     except Exception as exc:
         raise MessageError(f"no schema for {api_name(api_key)} v{api_version} response") from exc
 
 
-@cache
+_READERS: dict[type[Any], Any] = {}
+_WRITERS: dict[type[Any], Any] = {}
+
+
 def _reader(cls: type[Any]) -> Any:
-    return entity_reader(cls)
+    reader = _READERS.get(cls)
+    if reader is None:
+        reader = _READERS[cls] = entity_reader(cls)
+    return reader
 
 
-@cache
 def _writer(cls: type[Any]) -> Any:
-    return entity_writer(cls)
+    writer = _WRITERS.get(cls)
+    if writer is None:
+        writer = _WRITERS[cls] = entity_writer(cls)
+    return writer
 
 
 def decode_request(frame: bytes) -> tuple[int, Any]:
