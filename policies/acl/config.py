@@ -74,7 +74,16 @@ _SUPPORTED_OPERATIONS: Final[dict[ResourceType, frozenset[Operation]]] = {
             Operation.ALTER_CONFIGS,
         }
     ),
-    ResourceType.GROUP: frozenset({Operation.READ, Operation.DESCRIBE, Operation.DELETE}),
+    # DescribeConfigs/AlterConfigs: group configs (KIP-848).
+    ResourceType.GROUP: frozenset(
+        {
+            Operation.READ,
+            Operation.DESCRIBE,
+            Operation.DELETE,
+            Operation.DESCRIBE_CONFIGS,
+            Operation.ALTER_CONFIGS,
+        }
+    ),
     ResourceType.TRANSACTIONAL_ID: frozenset({Operation.DESCRIBE, Operation.WRITE}),
     ResourceType.CLUSTER: frozenset(
         {

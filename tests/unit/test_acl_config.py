@@ -141,6 +141,8 @@ def test_supported_operations_follow_kafka() -> None:
         Operation.READ,
         Operation.DESCRIBE,
         Operation.DELETE,
+        Operation.DESCRIBE_CONFIGS,  # group configs, KIP-848
+        Operation.ALTER_CONFIGS,
     }
     assert supported_operations(ResourceType.TRANSACTIONAL_ID) == {
         Operation.DESCRIBE,
@@ -249,8 +251,8 @@ def test_operation_not_applicable_to_the_resource_type() -> None:
     path, line, message = only_problem(text.replace("[Read]", "[Read, Write]"))
     assert (path, line) == ("rules[0].operations[1]", 5)
     assert (
-        message
-        == "Write does not apply to group resources (expected Read, Delete, Describe or All)"
+        message == "Write does not apply to group resources "
+        "(expected Read, Delete, Describe, DescribeConfigs, AlterConfigs or All)"
     )
 
 
