@@ -1,8 +1,9 @@
-"""``kafka-gateway`` command line: run, validate, local-kafka."""
+"""``kafka-gateway`` command line: run, reload, validate, credentials, local-kafka."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +23,10 @@ def _run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     configure_logging(config.log.format, args.log_level or config.log.level)
+    if args.pid_file and args.worker_id is None:
+        from pathlib import Path
+
+        Path(args.pid_file).write_text(f"{os.getpid()}\n")
     if args.workers > 1:
         from gateway.workers import WorkerSupervisor
 
@@ -33,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
         structlog.contextvars.bind_contextvars(worker=args.worker_id)
     failures: list[BaseException] = []
     try:
-        trio.run(serve_until_signalled, config, args.worker_id is not None)
+        trio.run(serve_until_signalled, config, args.worker_id is not None, args.config)
     except* ListenError as group:
         failures += _leaf_exceptions(group)
     for exc in failures:
@@ -45,6 +50,31 @@ def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in _leaf_exceptions(inner)]
     return [exc]
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """Validate the new file here first (same errors as ``validate``), then send SIGHUP."""
+    import signal
+
+    from policies.config_loader import run_validate
+
+    if args.config is not None and run_validate(args.config) != 0:
+        print("kafka-gateway: not reloading: the new configuration is invalid", file=sys.stderr)
+        return 1
+    try:
+        pid = args.pid if args.pid is not None else _read_pid(args.pid_file)
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        print(f"kafka-gateway: cannot signal the gateway: {exc}", file=sys.stderr)
+        return 1
+    print(f"kafka-gateway: asked process {pid} to reload its configuration")
+    return 0
+
+
+def _read_pid(pid_file: str) -> int:
+    from pathlib import Path
+
+    return int(Path(pid_file).read_text().strip())
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -86,8 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="worker processes sharing the ports (SO_REUSEPORT); default 1",
     )
+    run.add_argument(
+        "--pid-file", help="write the process id here, for `kafka-gateway reload --pid-file`"
+    )
     run.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
+
+    reload = commands.add_parser(
+        "reload",
+        help="make a running gateway re-read its configuration file (SIGHUP)",
+        description=(
+            "ACLs, quotas, connection limits and credentials take effect at once; an invalid "
+            "file is rejected and the running configuration stays in force."
+        ),
+    )
+    target = reload.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pid-file", help="the file given to `run --pid-file`")
+    target.add_argument("--pid", type=int, help="process id of the gateway")
+    reload.add_argument(
+        "--config", "-c", help="check this file before signalling (the gateway reads its own)"
+    )
+    reload.set_defaults(handler=_reload)
 
     validate = commands.add_parser(
         "validate", help="check a configuration file and report every error"

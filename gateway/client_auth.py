@@ -99,6 +99,7 @@ class ClientAuthentication:
     ) -> None:
         self._authenticator = authenticator
         self._refresh_keys = refresh_keys
+        self.client_address = client_address
         self._audit: dict[str, Any] = {
             "virtual_cluster": virtual_cluster,
             "listener": listener,

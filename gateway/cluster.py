@@ -24,6 +24,7 @@ from gateway.client_auth import ClientAuthentication
 from gateway.discovery import BrokerAddress, DiscoveryError, discover_brokers
 from gateway.http_fetch import JwksRefreshers
 from gateway.net import ListenError, UpstreamUnavailable, open_listeners
+from gateway.policy_state import build_policies
 from gateway.session import ClientSession, SessionSettings, UpstreamTarget
 from gateway.tls_reload import ReloadingServerContext
 from policies.auth import ListenerAuthenticator, NoMatchingRule, subject_dn_from_der
@@ -54,6 +55,8 @@ class VirtualCluster:
         self.authenticator = ListenerAuthenticator(
             listener.authentication, now=time.time(), tls=listener.tls
         )
+        #: ACLs, quotas and connection limits; replaced as a whole by :meth:`reconfigure`.
+        self.policies = build_policies(config)
         validator, oauth = self.authenticator.jwt_validator, listener.authentication.oauthbearer
         #: Fetches JWKS documents for OAUTHBEARER issuers (on unknown kid, and periodically).
         self.key_refreshers = (
@@ -110,6 +113,42 @@ class VirtualCluster:
             name = self._topic_names.get(topic_id)
         return name
 
+    # --- reload ----------------------------------------------------------------------
+
+    def reconfigure(self, new: VirtualClusterConfig) -> list[str]:
+        """Apply a reloaded config; return the changed keys that need a restart instead.
+
+        ACLs, quotas and connection limits apply from each connection's next request.
+        Credentials (users, SCRAM credentials) apply to new logins. Listener addresses,
+        TLS and the upstream are kept as they are until the gateway restarts.
+        """
+        old = self.config
+        needs_restart = [key for key in ("upstream",) if getattr(old, key) != getattr(new, key)]
+        listener_changes = [
+            key
+            for key in type(old.listener).model_fields
+            if key != "authentication" and getattr(old.listener, key) != getattr(new.listener, key)
+        ]
+        needs_restart += [f"listener.{key}" for key in listener_changes]
+        authentication = old.listener.authentication
+        if new.listener.authentication != authentication:
+            if new.listener.authentication.oauthbearer != authentication.oauthbearer:
+                needs_restart.append("listener.authentication.oauthbearer")
+            else:
+                authentication = new.listener.authentication
+                self.authenticator = ListenerAuthenticator(
+                    authentication, now=time.time(), tls=old.listener.tls
+                )
+        self.config = old.model_copy(
+            update={
+                "authorization": new.authorization,
+                "quotas": new.quotas,
+                "listener": old.listener.model_copy(update={"authentication": authentication}),
+            }
+        )
+        self.policies = build_policies(self.config, self.policies)
+        return needs_restart
+
     # --- listeners -------------------------------------------------------------------
 
     async def ensure_broker_listeners(self) -> None:
@@ -144,6 +183,21 @@ class VirtualCluster:
 
     async def _serve(self, target: UpstreamTarget, stream: trio.SocketStream) -> None:
         peer = _peer(stream)
+        limiter = self.policies.connections
+        ip = _peer_ip(stream)
+        refusal = limiter.admit_ip(ip, time.monotonic())
+        if refusal is not None:
+            self.log.warning("connection_refused", client=peer, reason=refusal)
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await self._serve_admitted(target, stream, peer)
+        finally:
+            limiter.release_ip(ip)
+
+    async def _serve_admitted(
+        self, target: UpstreamTarget, stream: trio.SocketStream, peer: str
+    ) -> None:
         client: trio.abc.Stream = stream
         subject_dn = None
         if self._server_ssl is not None:
@@ -221,6 +275,13 @@ class VirtualCluster:
             failures = 0
             self.discovered.set()
             await trio.sleep(interval_s)
+
+
+def _peer_ip(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "unknown"
 
 
 def _peer(stream: trio.SocketStream) -> str:

@@ -42,10 +42,13 @@ from codec.produce import produce_acks
 from codec.rewrite import carries_addresses, rewrite_response
 from codec.sasl import DEFAULT_MAX_SASL_RECEIVE_SIZE
 from codec.stream import BufferedFrame, Decider, Decision, FrameStream, Piece
+from codec.throttle import patch_throttle_time, throttle_first_in_body
 from gateway.client_auth import AuthenticationClosed, ClientAuthentication, Route
+from gateway.enforcement import Enforcement
 from gateway.logs import debug_enabled
 from gateway.net import UpstreamUnavailable
 from gateway.upstream import open_upstream
+from policies.authorization import ResponseTransform
 from policies.config import HostPort
 
 if TYPE_CHECKING:
@@ -55,8 +58,9 @@ PRODUCE, FETCH, METADATA, API_VERSIONS, SASL_AUTHENTICATE = 0, 1, 3, 18, 36
 RECEIVE_BYTES = 256 * 1024
 #: A request header with a long client id and a Produce request's ``acks`` fit in this.
 REQUEST_HEAD_BYTES = 512
-#: A response needs only its correlation id to be matched to its request.
-RESPONSE_HEAD_BYTES = 4
+#: A response needs only its correlation id to be matched to its request; the next bytes
+#: (an empty tag section, ``throttle_time_ms``) let a quota delay be patched in as it streams.
+RESPONSE_HEAD_BYTES = 9
 #: Fetch responses above this size stream through (only their tagged tail is held back);
 #: smaller ones are buffered, which costs nothing and allows an exact rewrite.
 STREAM_FETCH_ABOVE = 64 * 1024
@@ -92,6 +96,25 @@ class InFlight:
     local: bool = False
     #: That answer, once known; sent when this entry reaches the head of the queue.
     local_response: bytes | None = None
+    #: Applied to the upstream response (a partly authorized request's merge).
+    transform: ResponseTransform | None = None
+    #: The gateway's own quota delay, reported in the response's ``throttle_time_ms``.
+    throttle_ms: int = 0
+    client_id: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class _AwaitingAcks:
+    """A Produce request buffered because its ``acks`` lay beyond the head."""
+
+    entry: InFlight
+
+
+@dataclasses.dataclass(slots=True)
+class _AwaitingAuthorization:
+    """A request buffered whole so that ACLs (or per-topic quotas) can be applied to it."""
+
+    entry: InFlight
 
 
 class SessionClosed(Exception):
@@ -123,18 +146,23 @@ class ClientSession:
         self.bytes_to_client = 0
         self.requests = 0
         self.close_reason = "unknown"
+        #: Quota throttling (KIP-219): the client's requests are not read before this
+        #: time (``trio.current_time()``).
+        self._muted_until = 0.0
         self.log = structlog.get_logger("gateway.session").bind(
             virtual_cluster=cluster.name,
             client=peer,
             broker=target.node_id if target.node_id is not None else "bootstrap",
         )
         self._debug = debug_enabled(self.log)
+        self.enforcement = Enforcement(cluster, auth, self.log)
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
         started = time.monotonic()
         try:
+            self._admit_principal()
             await self._connect_upstream()
             self._transition(SessionState.FORWARDING)
             self.log.info("connection_opened", upstream=str(self.upstream_address))
@@ -149,6 +177,7 @@ class ClientSession:
             self.log.exception("session_failed")
             self.close_reason = f"internal error: {exc!r}"
         finally:
+            self.enforcement.release()
             await self._close()
             self.log.info(
                 "connection_closed",
@@ -227,6 +256,8 @@ class ClientSession:
     async def _pump_requests(self) -> None:
         stream = FrameStream(self._request_frame_limit(), REQUEST_HEAD_BYTES)
         while True:
+            if self._muted_until > trio.current_time():
+                await trio.sleep_until(self._muted_until)  # throttled: read nothing meanwhile
             data = await self.client.receive_some(RECEIVE_BYTES)
             if not data:
                 raise SessionClosed("client closed the connection")
@@ -236,11 +267,17 @@ class ClientSession:
                 if not isinstance(piece, BufferedFrame):
                     outgoing.append(piece)
                     continue
-                route, entry = piece.context
-                if route is None:  # a Produce whose acks lay beyond the head
-                    self._admit_buffered_produce(piece.frame, entry)
+                context = piece.context
+                if isinstance(context, _AwaitingAcks):
+                    self._admit_buffered_produce(piece.frame, context.entry)
                     outgoing += (size_prefix(len(piece.frame)), piece.frame)
                     continue
+                if isinstance(context, _AwaitingAuthorization):
+                    forward = self._authorize(context.entry, bytes(piece.frame))
+                    if forward is not None:
+                        outgoing += (size_prefix(len(forward)), forward)
+                    continue
+                route, entry = context
                 if route is Route.OBSERVE:  # passthrough SASL: read it, then relay it
                     self._observe(self.auth.observe_request, bytes(piece.frame))
                     outgoing += (size_prefix(len(piece.frame)), piece.frame)
@@ -250,9 +287,52 @@ class ClientSession:
                 outgoing = []
                 await self._answer_sasl(route, entry, bytes(piece.frame))
                 stream.max_frame_bytes = self._request_frame_limit()
+                self._admit_principal()
             await self._send_upstream(outgoing)
             if self._has_local_answer_due():
                 await self._flush_local_answers()
+            if self.enforcement.close_reason is not None:
+                await self._close_after_local_answers(self.enforcement.close_reason)
+
+    def _admit_principal(self) -> None:
+        """Count the connection against its principal's limit once it is authenticated."""
+        reason = self.enforcement.admit_principal()
+        if reason is not None:
+            raise SessionClosed(reason)
+
+    def _authorize(self, entry: InFlight, frame: bytes) -> bytes | None:
+        """Apply ACLs and per-topic quotas; return what to forward upstream, if anything."""
+        verdict = self.enforcement.authorize(
+            entry.api_key, entry.api_version, frame, entry.client_id
+        )
+        if entry.api_key == PRODUCE:
+            self._charge(self.enforcement.charge_produce(entry.client_id, frame, len(frame)), entry)
+        if verdict.forward is None:
+            if verdict.local_response is None:  # e.g. acks=0: no response can carry it
+                self.in_flight.remove(entry)
+            else:
+                entry.local = True
+                entry.local_response = verdict.local_response
+            return None
+        entry.transform = verdict.transform
+        if entry.api_key == PRODUCE and self._produce_acks(verdict.forward, entry.api_version) == 0:
+            self.in_flight.remove(entry)  # acks=0: the broker will not answer
+        return verdict.forward
+
+    def _charge(self, delay_ms: int, entry: InFlight | None) -> None:
+        """Throttle: report the delay in the response and stop reading for that long."""
+        if delay_ms <= 0:
+            return
+        if entry is not None:
+            entry.throttle_ms = max(entry.throttle_ms, delay_ms)
+        self._muted_until = max(self._muted_until, trio.current_time() + delay_ms / 1000)
+
+    async def _close_after_local_answers(self, reason: str) -> None:
+        with trio.move_on_after(10):  # let answers queued behind upstream ones go out
+            while any(e.local for e in self.in_flight):
+                await self._local_answers_sent.wait()
+                self._local_answers_sent = trio.Event()
+        raise SessionClosed(reason)
 
     def _request_frame_limit(self) -> int:
         """Like Kafka's sasl.server.max.receive.size: before authentication a client may
@@ -298,9 +378,19 @@ class ClientSession:
             self.in_flight.append(entry)
             return Decision.DROP, None, None
         self._check_decodable(api_key, api_version)
+        enforcement = self.enforcement
+        if enforcement.active:
+            entry.client_id = enforcement.client_id(head)
+            self._charge(enforcement.charge_request(api_key, entry.client_id), entry)
+            if enforcement.must_inspect(api_key):
+                self.in_flight.append(entry)
+                return Decision.BUFFER, _AwaitingAuthorization(entry), None
         if api_key == PRODUCE:
             if len(head) < size and not _head_holds_acks(head, api_version):
-                return Decision.BUFFER, (None, entry), None  # a huge client or transactional id
+                self.in_flight.append(entry)  # in arrival order; removed again if acks=0
+                return Decision.BUFFER, _AwaitingAcks(entry), None  # a huge transactional id
+            if enforcement.active:
+                self._charge(enforcement.charge_produce(entry.client_id, None, size), entry)
             if self._produce_acks(head, api_version) == 0:
                 return Decision.FORWARD, None, None  # acks=0: the broker will not answer
         self.in_flight.append(entry)
@@ -313,8 +403,10 @@ class ClientSession:
             raise SessionClosed(str(closed)) from None
 
     def _admit_buffered_produce(self, frame: Buffer, entry: InFlight) -> None:
-        if self._produce_acks(frame, entry.api_version) != 0:
-            self.in_flight.append(entry)
+        if self.enforcement.active:
+            self._charge(self.enforcement.charge_produce(entry.client_id, None, len(frame)), entry)
+        if self._produce_acks(frame, entry.api_version) == 0:
+            self.in_flight.remove(entry)
 
     async def _answer_sasl(self, route: Route, entry: InFlight, frame: bytes) -> None:
         """Answer a SASL request locally, in order; close after a failed authentication."""
@@ -420,7 +512,13 @@ class ClientSession:
             self._log_request(entry)
         insert = b"".join(local) if local else None
         api_key, api_version = entry.api_key, entry.api_version
+        if api_key == FETCH and self.enforcement.active:
+            if self.enforcement.fetch_sizes_needed:
+                return Decision.BUFFER, entry, insert  # per-topic quotas: walk it whole
+            self._charge(self.enforcement.charge_fetch(entry.client_id, api_version, size), entry)
         if api_key == FETCH and api_version >= 16 and size > STREAM_FETCH_ABOVE:
+            if entry.throttle_ms or entry.transform is not None:
+                return Decision.BUFFER, entry, insert
             return (
                 Decision.WATCH,
                 FetchTailWatcher(api_version, self.cluster.client_address),
@@ -428,10 +526,29 @@ class ClientSession:
             )
         rewrite = (
             api_key == API_VERSIONS
+            or entry.transform is not None
             or carries_addresses(api_key, api_version)
             or (api_key == SASL_AUTHENTICATE and self.auth.passthrough)
         )
-        return Decision.BUFFER if rewrite else Decision.FORWARD, entry, insert
+        if rewrite:
+            return Decision.BUFFER, entry, insert
+        if entry.throttle_ms:
+            return self._throttled_head(entry, head, insert)
+        return Decision.FORWARD, entry, insert
+
+    def _throttled_head(
+        self, entry: InFlight, head: memoryview, insert: bytes | None
+    ) -> tuple[Decision, Any, bytes | None]:
+        """Put the gateway's delay into a streamed response's leading ``throttle_time_ms``."""
+        api_key, api_version = entry.api_key, entry.api_version
+        if not throttle_first_in_body(api_key, api_version):
+            return Decision.BUFFER, entry, insert  # e.g. Produce: found by walking it
+        patched = bytearray(head)
+        body_offset = response_body_offset(patched, api_key, api_version)
+        if len(patched) < body_offset + 4:
+            return Decision.BUFFER, entry, insert  # a long tag section in the header
+        patch_throttle_time(patched, body_offset, api_key, api_version, entry.throttle_ms)
+        return Decision.PATCH_HEAD, bytes(patched), insert
 
     def _log_request(self, entry: InFlight) -> None:
         self.log.debug(
@@ -455,11 +572,31 @@ class ClientSession:
             ) from None
 
     async def _rewrite_response(self, entry: InFlight, frame: bytes | bytearray) -> Buffer:
+        rewritten = await self._rewrite_addresses(entry, frame)
+        if entry.transform is not None:
+            rewritten = entry.transform(bytes(rewritten))
+        if entry.api_key == FETCH and self.enforcement.fetch_sizes_needed:
+            charge = self.enforcement.charge_fetch(
+                entry.client_id, entry.api_version, len(rewritten), bytes(rewritten)
+            )
+            self._charge(charge, entry)
+        if entry.throttle_ms:
+            patched = bytearray(rewritten)
+            key, version = entry.api_key, entry.api_version
+            offset = response_body_offset(patched, key, version)
+            patch_throttle_time(patched, offset, key, version, entry.throttle_ms)
+            return patched
+        return rewritten
+
+    async def _rewrite_addresses(self, entry: InFlight, frame: bytes | bytearray) -> Buffer:
         api_key, api_version = entry.api_key, entry.api_version
         if api_key == API_VERSIONS:
             return _intersect_api_versions(frame, api_version)
         if api_key == SASL_AUTHENTICATE:
             self._observe(lambda f: self.auth.observe_response(f, api_version), frame)
+            self._admit_principal()
+            return frame
+        if not carries_addresses(api_key, api_version):
             return frame
         offset = response_body_offset(frame, api_key, api_version)
         body = memoryview(frame)[offset:].toreadonly()

@@ -4,7 +4,8 @@ Python runs one thread of protocol work at a time, so a gateway scales past one 
 with processes. Each worker is a complete gateway with the same config; they bind the
 same ports with SO_REUSEPORT and the kernel spreads new connections across them.
 Because broker ports derive from node ids, every worker agrees on them. The supervisor
-only starts, restarts and stops workers; it never touches client traffic.
+only starts, restarts and stops workers, and passes SIGHUP (reload) on to them; it
+never touches client traffic.
 """
 
 from __future__ import annotations
@@ -59,10 +60,17 @@ class WorkerSupervisor:
             if process.poll() is None:
                 process.send_signal(signum)
 
+    def _forward_reload(self, signum: int, _frame: FrameType | None) -> None:
+        """Each worker re-reads the config file itself."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signum)
+
     def run(self) -> int:
         """Start the workers, restart crashed ones, stop all on SIGINT/SIGTERM."""
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGHUP, self._forward_reload)
         for worker_id in range(self.count):
             self._start(worker_id)
         exit_code = 0

@@ -1,0 +1,260 @@
+"""ACLs and quotas for one client session: the runtime side of :mod:`policies.acl`,
+:mod:`policies.authorization` and :mod:`policies.quotas`.
+
+The session asks this object, per request, whether the request must be inspected
+whole, what the ACL verdict is, and how long to throttle; the decisions
+themselves are pure code in ``policies``. Everything here reads the cluster's
+current :class:`~gateway.policy_state.ClusterPolicies`, so a config reload
+applies from each connection's next request. It also writes the audit log
+(every denial; allows at debug level) and the throttle events, at most one per
+quota per second per connection, so a throttled client cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from codec.fetch_sizes import fetch_record_bytes
+from codec.headers import parse_request_header, response_body_offset
+from codec.primitives import CodecError
+from codec.produce import produce_topics
+from gateway.logs import debug_enabled
+from policies.acl.model import AclDecision, Authorizer, Operation, ResourceType
+from policies.auth.principal import Principal
+from policies.authorization import NO_AUTHORIZATION, RequestVerdict, authorize_request
+from policies.authorization.messages import MessageError, api_name
+from policies.quotas.manager import Throttle
+
+if TYPE_CHECKING:
+    from gateway.client_auth import ClientAuthentication
+    from gateway.cluster import VirtualCluster
+
+PRODUCE, FETCH = 0, 1
+#: Throttle events per quota and connection are logged at most this often.
+THROTTLE_LOG_INTERVAL_S = 1.0
+
+audit_log = structlog.get_logger("gateway.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What the per-API checks see of this connection (``AuthorizationContext``)."""
+
+    principal: Principal
+    authorizer: Authorizer
+    cluster: VirtualCluster
+
+    def topic_name(self, topic_id: uuid.UUID) -> str | None:
+        return self.cluster.topic_name(topic_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _AuditingAuthorizer:
+    """Logs every allow at debug level (denials are logged from the verdict, once each)."""
+
+    inner: Authorizer
+    log: Any
+
+    def authorize(
+        self, principal: Principal, operation: Operation, resource_type: ResourceType, name: str
+    ) -> AclDecision:
+        decision = self.inner.authorize(principal, operation, resource_type, name)
+        if decision.allowed:
+            self.log.debug(
+                "authorization_allowed",
+                principal=str(principal),
+                operation=operation.value,
+                resource_type=resource_type.value,
+                resource=name,
+                rule=decision.rule,
+            )
+        return decision
+
+    def authorize_any(
+        self, principal: Principal, operation: Operation, resource_type: ResourceType
+    ) -> AclDecision:
+        return self.inner.authorize_any(principal, operation, resource_type)
+
+
+class Enforcement:
+    """ACL and quota enforcement state of one connection."""
+
+    def __init__(self, cluster: VirtualCluster, auth: ClientAuthentication, log: Any) -> None:
+        self.cluster = cluster
+        self.auth = auth
+        self.log = log
+        #: Set when a verdict requires closing the connection (after queued answers).
+        self.close_reason: str | None = None
+        self._counted_principal: str | None = None
+        self._limiter: Any = None
+        self._last_throttle_log: dict[str, float] = {}
+        self._audit_allows = debug_enabled(audit_log)
+
+    # --- what to do with a request -----------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """Whether any ACL or quota applies (if not, requests are not even parsed)."""
+        policies = self.cluster.policies
+        return policies.acl is not None or policies.quotas is not None
+
+    def must_inspect(self, api_key: int) -> bool:
+        """Whether the request must be buffered whole (ACLs, or per-topic produce quotas)."""
+        policies = self.cluster.policies
+        if policies.acl is not None and api_key not in NO_AUTHORIZATION:
+            return True
+        quotas = policies.quotas
+        return api_key == PRODUCE and quotas is not None and quotas.has_topic_produce_quotas
+
+    @staticmethod
+    def client_id(head: memoryview) -> str | None:
+        try:
+            return parse_request_header(head).client_id
+        except CodecError:  # a client id longer than the head: quotas by principal only
+            return None
+
+    # --- authorization -------------------------------------------------------------
+
+    def authorize(
+        self, api_key: int, api_version: int, frame: bytes, client_id: str | None
+    ) -> RequestVerdict:
+        acl = self.cluster.policies.acl
+        principal = self.auth.principal
+        if acl is None or principal is None or api_key in NO_AUTHORIZATION:
+            return RequestVerdict(forward=frame)
+        authorizer: Authorizer = acl
+        if self._audit_allows:
+            authorizer = _AuditingAuthorizer(acl, audit_log)
+        context = _Context(principal, authorizer, self.cluster)
+        try:
+            verdict = authorize_request(context, api_key, api_version, frame)
+        except MessageError as exc:
+            reason = f"cannot authorize {api_name(api_key)} v{api_version} request: {exc}"
+            self.log.warning("request_not_authorizable", error=reason)
+            verdict = RequestVerdict(forward=None, close_connection=reason)
+        for denial in verdict.denials:
+            audit_log.info(
+                "authorization_denied",
+                virtual_cluster=self.cluster.name,
+                principal=str(principal),
+                client_address=self.auth.client_address,
+                client_id=client_id,
+                api=api_name(api_key),
+                operation=denial.operation.value,
+                resource_type=denial.resource_type.value,
+                resource=denial.name,
+                rule=denial.rule,
+            )
+        if verdict.close_connection is not None:
+            self.close_reason = verdict.close_connection
+        return verdict
+
+    # --- quotas ----------------------------------------------------------------------
+
+    def charge_request(self, api_key: int, client_id: str | None) -> int:
+        quotas, principal = self.cluster.policies.quotas, self.auth.principal
+        if quotas is None or principal is None or not quotas.limits_requests:
+            return 0
+        return self._throttle(quotas.record_request(str(principal), client_id, _now()), client_id)
+
+    def charge_produce(self, client_id: str | None, frame: bytes | None, size: int) -> int:
+        quotas, principal = self.cluster.policies.quotas, self.auth.principal
+        if quotas is None or principal is None or not quotas.limits_produce:
+            return 0
+        topic_bytes: dict[str, int] = {}
+        if frame is not None and quotas.has_topic_quotas:
+            topic_bytes = self._produce_topic_bytes(frame)
+        throttle = quotas.record_produce(str(principal), client_id, size, topic_bytes, _now())
+        return self._throttle(throttle, client_id)
+
+    @property
+    def fetch_sizes_needed(self) -> bool:
+        quotas = self.cluster.policies.quotas
+        return quotas is not None and quotas.limits_fetch and quotas.has_topic_fetch_quotas
+
+    def charge_fetch(
+        self, client_id: str | None, api_version: int, size: int, frame: bytes | None = None
+    ) -> int:
+        quotas, principal = self.cluster.policies.quotas, self.auth.principal
+        if quotas is None or principal is None or not quotas.limits_fetch:
+            return 0
+        topic_bytes = self._fetch_topic_bytes(frame, api_version) if frame is not None else None
+        throttle = quotas.record_fetch(str(principal), client_id, size, topic_bytes, _now())
+        return self._throttle(throttle, client_id)
+
+    def _produce_topic_bytes(self, frame: bytes) -> dict[str, int]:
+        try:
+            header = parse_request_header(frame)
+            summary = produce_topics(frame, header.body_offset, header.api_version)
+        except CodecError:
+            return {}  # the request is rejected upstream; the whole size was still charged
+        sizes: dict[str, int] = {}
+        for topic in summary.topics:
+            name = topic.name
+            if name is None and topic.topic_id is not None:
+                name = self.cluster.topic_name(topic.topic_id)
+            if name is not None:
+                sizes[name] = sizes.get(name, 0) + sum(
+                    p.records_end - p.records_start for p in topic.partitions
+                )
+        return sizes
+
+    def _fetch_topic_bytes(self, frame: bytes, api_version: int) -> dict[str, int]:
+        try:
+            offset = response_body_offset(frame, FETCH, api_version)
+            by_key = fetch_record_bytes(memoryview(frame)[offset:], api_version)
+        except (CodecError, ValueError):
+            return {}
+        sizes: dict[str, int] = {}
+        for key, size in by_key.items():
+            name = key if isinstance(key, str) else self.cluster.topic_name(key)
+            if name is not None:
+                sizes[name] = sizes.get(name, 0) + size
+        return sizes
+
+    def _throttle(self, throttle: Throttle, client_id: str | None) -> int:
+        if throttle.delay_ms <= 0:
+            return 0
+        now = time.monotonic()
+        if now - self._last_throttle_log.get(throttle.quota, 0.0) >= THROTTLE_LOG_INTERVAL_S:
+            self._last_throttle_log[throttle.quota] = now
+            self.log.info(
+                "throttled",
+                principal=str(self.auth.principal),
+                client_id=client_id,
+                quota=throttle.quota,
+                entity=throttle.entity,
+                limit=throttle.limit,
+                rate=round(throttle.rate, 1),
+                delay_ms=throttle.delay_ms,
+            )
+        return throttle.delay_ms
+
+    # --- connection limits -----------------------------------------------------------
+
+    def admit_principal(self) -> str | None:
+        """Count this connection for its principal once known; a reason if over the limit."""
+        principal = self.auth.principal
+        if principal is None or self._counted_principal is not None:
+            return None
+        limiter = self.cluster.policies.connections
+        reason = limiter.admit_principal(str(principal))
+        if reason is not None:
+            self.log.warning("connection_refused", principal=str(principal), reason=reason)
+            return reason
+        self._counted_principal, self._limiter = str(principal), limiter
+        return None
+
+    def release(self) -> None:
+        if self._counted_principal is not None:
+            self._limiter.release_principal(self._counted_principal)
+            self._counted_principal = None
+
+
+def _now() -> float:
+    return time.monotonic()

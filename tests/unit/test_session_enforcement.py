@@ -1,0 +1,176 @@
+"""ACLs, quotas, connection limits and reload inside ClientSession, against a fake broker.
+
+The per-API decisions are tested in test_authorization_*; the real clients and real
+Kafka in tests/integration. Here: the session answers denied requests locally in the
+client's order without sending them upstream, reports and enforces quota delays,
+refuses connections over a limit, and picks up new rules on the next request.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+from kio.schema.heartbeat.v1.request import HeartbeatRequest
+from kio.schema.types import GroupId
+from kio.serial import entity_writer
+from kio.static.primitive import i32
+from test_session import fake_broker, read_frame
+
+from codec.errors import GROUP_AUTHORIZATION_FAILED
+from codec.framing import FrameDecoder, encode_frame
+from codec.headers import encode_request_header
+from gateway.cluster import VirtualCluster
+from policies.config_loader import parse_config
+from tests.gateway_harness import free_port_block
+
+HEARTBEAT = 12
+
+ALLOW_GROUP_OK = """
+    authorization:
+      rules:
+        - principals: ["User:ANONYMOUS"]
+          resource_type: group
+          resource_name: ok
+          operations: [Read]
+"""
+
+
+def cluster_yaml(port: int, upstream: int, extra: str) -> str:
+    return f"""
+virtual_clusters:
+  - name: unit
+    listener: {{bootstrap: "127.0.0.1:{port}", broker_ports: {{1: {port + 1}}}}}
+    upstream: {{bootstrap_servers: ["127.0.0.1:{upstream}"]}}
+{extra}
+"""
+
+
+@asynccontextmanager
+async def gateway(upstream: int, extra: str) -> AsyncIterator[tuple[int, VirtualCluster]]:
+    port = free_port_block(2)
+    config = parse_config(cluster_yaml(port, upstream, extra))
+    cluster = VirtualCluster(config.virtual_clusters[0], config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cluster.run)
+        yield port, cluster
+        nursery.cancel_scope.cancel()
+
+
+def heartbeat(correlation_id: int, group: str) -> bytes:
+    body = io.BytesIO()
+    entity_writer(HeartbeatRequest)(
+        body, HeartbeatRequest(group_id=GroupId(group), generation_id=i32(1), member_id="m")
+    )
+    header = encode_request_header(HEARTBEAT, 1, correlation_id, "unit-client")
+    return encode_frame(header, body.getvalue())
+
+
+class Recorder:
+    """A fake broker's handler: remembers each request, answers Heartbeat v1 with no error."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, float]] = []
+
+    async def __call__(self, api_key: int, version: int, cid: int, stream: Any) -> None:
+        self.seen.append((cid, trio.current_time()))
+        await stream.send_all(encode_frame(struct.pack(">i", cid), struct.pack(">ih", 0, 0)))
+
+
+def heartbeat_answer(frame: bytes) -> tuple[int, int, int]:
+    """(correlation id, throttle_time_ms, error_code) of a Heartbeat v1 response."""
+    return struct.unpack_from(">iih", frame)
+
+
+async def test_denied_request_is_answered_locally_in_order_and_never_sent_upstream() -> None:
+    broker = Recorder()
+    async with fake_broker(broker) as upstream, gateway(upstream, ALLOW_GROUP_OK) as (port, _):
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        decoder = FrameDecoder()
+        await client.send_all(heartbeat(1, "ok") + heartbeat(2, "secret") + heartbeat(3, "ok"))
+        answers = []
+        with trio.fail_after(5):
+            for _ in range(3):
+                frame = await read_frame(client, decoder)
+                assert frame is not None
+                answers.append(heartbeat_answer(frame))
+        assert [a[0] for a in answers] == [1, 2, 3]
+        assert [a[2] for a in answers] == [0, GROUP_AUTHORIZATION_FAILED, 0]
+        assert [cid for cid, _ in broker.seen] == [1, 3]
+        await client.aclose()
+
+
+async def test_new_rules_apply_to_an_open_connection_on_its_next_request() -> None:
+    broker = Recorder()
+    async with fake_broker(broker) as upstream, gateway(upstream, ALLOW_GROUP_OK) as (port, vc):
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        decoder = FrameDecoder()
+        await client.send_all(heartbeat(1, "secret"))
+        with trio.fail_after(5):
+            frame = await read_frame(client, decoder)
+        assert frame is not None and heartbeat_answer(frame)[2] == GROUP_AUTHORIZATION_FAILED
+        reloaded = parse_config(
+            cluster_yaml(port, upstream, ALLOW_GROUP_OK.replace("name: ok", "name: secret"))
+        )
+        assert vc.reconfigure(reloaded.virtual_clusters[0]) == []
+        await client.send_all(heartbeat(2, "secret"))
+        with trio.fail_after(5):
+            frame = await read_frame(client, decoder)
+        assert frame is not None and heartbeat_answer(frame) == (2, 0, 0)
+        assert [cid for cid, _ in broker.seen] == [2]
+        await client.aclose()
+
+
+REQUEST_QUOTA = """
+    quotas:
+      window: {samples: 2, sample_ms: 1000}
+      clients:
+        - principal: "User:ANONYMOUS"
+          requests_per_second: 2
+"""
+
+
+async def test_request_quota_reports_throttle_time_and_mutes_the_client() -> None:
+    broker = Recorder()
+    async with fake_broker(broker) as upstream, gateway(upstream, REQUEST_QUOTA) as (port, _):
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        decoder = FrameDecoder()
+        throttles = []
+        with trio.fail_after(20):
+            for cid in range(1, 6):
+                await client.send_all(heartbeat(cid, "any"))
+                frame = await read_frame(client, decoder)
+                assert frame is not None
+                throttles.append(heartbeat_answer(frame)[1])
+        assert throttles[0] == 0
+        assert max(throttles) > 0
+        # KIP-219: after a throttled response the gateway reads nothing for that long.
+        for (_, before), (_, after), delay in zip(
+            broker.seen, broker.seen[1:], throttles, strict=False
+        ):
+            assert after - before >= delay / 1000 * 0.95
+        await client.aclose()
+
+
+async def test_connections_over_the_per_ip_limit_are_refused() -> None:
+    limits = "    quotas:\n      connections: {max_per_ip: 1}\n"
+    broker = Recorder()
+    async with fake_broker(broker) as upstream, gateway(upstream, limits) as (port, _):
+        first = await trio.open_tcp_stream("127.0.0.1", port)
+        await first.send_all(heartbeat(1, "g"))
+        decoder = FrameDecoder()
+        with trio.fail_after(5):
+            assert await read_frame(first, decoder) is not None
+        second = await trio.open_tcp_stream("127.0.0.1", port)
+        with trio.fail_after(5):
+            assert await second.receive_some(10) == b""  # closed at once
+        await first.send_all(heartbeat(2, "g"))
+        with trio.fail_after(5):
+            frame = await read_frame(first, decoder)
+        assert frame is not None and heartbeat_answer(frame)[0] == 2
+        await first.aclose()
+        await second.aclose()
