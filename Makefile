@@ -15,7 +15,7 @@ BENCH_ARGS ?=
 .PHONY: help install system-deps kafka run test lint typecheck docs docs-check unit integration bench clean
 
 help:
-	@echo "make run   - start a local 3-broker Kafka and the gateway (bootstrap 127.0.0.1:9092)"
+	@echo "make run   - start a local 3-broker Kafka and the gateway with deploy/examples/acl-quota.yaml (bootstrap 127.0.0.1:9092)"
 	@echo "make test  - lint, type-check and run every test against real Kafka"
 	@echo "make bench - side-by-side benchmark, direct vs via the gateway"
 

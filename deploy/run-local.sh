@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make run`: a local 3-broker Apache Kafka (bootstrap 127.0.0.1:19092) and the gateway in
-# front of it with deploy/examples/minimal.yaml (bootstrap 127.0.0.1:9092). Ctrl-C stops both.
+# front of it with the example policies, deploy/examples/acl-quota.yaml (bootstrap
+# 127.0.0.1:9092; SASL/PLAIN users alice, bob, admin). CONFIG=... picks another file,
+# e.g. CONFIG=deploy/examples/minimal.yaml for a plain transparent gateway. Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
-CONFIG=${CONFIG:-deploy/examples/minimal.yaml}
+CONFIG=${CONFIG:-deploy/examples/acl-quota.yaml}
 kafka_pid="" gateway_pid=""
 
 stop_all() {
@@ -38,19 +40,28 @@ wait_for_port() {  # $1 = port, $2 = pid that must stay alive, $3 = what
   exit 1
 }
 
-"$BIN/kafka-gateway" run --config "$CONFIG" &
+mkdir -p .cache
+"$BIN/kafka-gateway" run --config "$CONFIG" --pid-file .cache/gateway.pid &
 gateway_pid=$!
 # A port check, not a metadata request: example configs may require authentication.
 wait_for_port 9092 "$gateway_pid" "the gateway"
 
+if grep -q "mechanisms: \[PLAIN\]" "$CONFIG"; then
+  SASL="-X security.protocol=SASL_PLAINTEXT -X sasl.mechanisms=PLAIN"
+  ALICE="$SASL -X sasl.username=alice -X sasl.password=alice-secret"
+  BOB="$SASL -X sasl.username=bob -X sasl.password=bob-secret"
+else
+  ALICE="" BOB=""
+fi
 cat <<MSG
 
   kafka-gateway is running with $CONFIG:
   bootstrap 127.0.0.1:9092 -> local Kafka 127.0.0.1:19092
   Point any Kafka client at it, for example:
-    echo hello | kcat -b 127.0.0.1:9092 -t demo -P
-    kcat -b 127.0.0.1:9092 -t demo -C -e
-    kcat -b 127.0.0.1:9092 -L
+    echo hello | kcat -b 127.0.0.1:9092 $ALICE -t orders.demo -P
+    kcat -b 127.0.0.1:9092 $BOB -G bob-demo orders.demo
+    kcat -b 127.0.0.1:9092 $ALICE -L
+  Edit $CONFIG, then: .venv/bin/kafka-gateway reload --pid-file .cache/gateway.pid
   Ctrl-C stops the gateway and Kafka.
 
 MSG
