@@ -26,7 +26,7 @@ from codec.produce import produce_topics
 from gateway.logs import debug_enabled
 from policies.acl.model import AclDecision, Authorizer, Operation, ResourceType
 from policies.auth.principal import Principal
-from policies.authorization import NO_AUTHORIZATION, RequestVerdict, authorize_request
+from policies.authorization import NO_AUTHORIZATION, Denial, RequestVerdict, authorize_request
 from policies.authorization.messages import MessageError, api_name
 from policies.quotas.manager import Throttle
 
@@ -137,11 +137,18 @@ class Enforcement:
             reason = f"cannot authorize {api_name(api_key)} v{api_version} request: {exc}"
             self.log.warning("request_not_authorizable", error=reason)
             verdict = RequestVerdict(forward=None, close_connection=reason)
-        for denial in verdict.denials:
+        self.audit_denials(api_key, verdict.denials, client_id)
+        if verdict.close_connection is not None:
+            self.close_reason = verdict.close_connection
+        return verdict
+
+    def audit_denials(self, api_key: int, denials: list[Denial], client_id: str | None) -> None:
+        """One audit event per refusal (a response transform may find more later)."""
+        for denial in denials:
             audit_log.info(
                 "authorization_denied",
                 virtual_cluster=self.cluster.name,
-                principal=str(principal),
+                principal=str(self.auth.principal),
                 client_address=self.auth.client_address,
                 client_id=client_id,
                 api=api_name(api_key),
@@ -150,9 +157,6 @@ class Enforcement:
                 resource=denial.name,
                 rule=denial.rule,
             )
-        if verdict.close_connection is not None:
-            self.close_reason = verdict.close_connection
-        return verdict
 
     # --- quotas ----------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from gateway.enforcement import Enforcement
 from gateway.logs import debug_enabled
 from gateway.net import UpstreamUnavailable
 from gateway.upstream import open_upstream
-from policies.authorization import ResponseTransform
+from policies.authorization import RequestVerdict, ResponseTransform
 from policies.config import HostPort
 
 if TYPE_CHECKING:
@@ -96,8 +96,10 @@ class InFlight:
     local: bool = False
     #: That answer, once known; sent when this entry reaches the head of the queue.
     local_response: bytes | None = None
-    #: Applied to the upstream response (a partly authorized request's merge).
+    #: Applied to the upstream response (a partly authorized request's merge); the
+    #: verdict's denials found by it are audited when the response arrives.
     transform: ResponseTransform | None = None
+    verdict: RequestVerdict | None = None
     #: The gateway's own quota delay, reported in the response's ``throttle_time_ms``.
     throttle_ms: int = 0
     client_id: str | None = None
@@ -315,6 +317,8 @@ class ClientSession:
                 entry.local_response = verdict.local_response
             return None
         entry.transform = verdict.transform
+        if verdict.transform is not None:
+            entry.verdict = verdict
         if entry.api_key == PRODUCE and self._produce_acks(verdict.forward, entry.api_version) == 0:
             self.in_flight.remove(entry)  # acks=0: the broker will not answer
         return verdict.forward
@@ -574,7 +578,7 @@ class ClientSession:
     async def _rewrite_response(self, entry: InFlight, frame: bytes | bytearray) -> Buffer:
         rewritten = await self._rewrite_addresses(entry, frame)
         if entry.transform is not None:
-            rewritten = entry.transform(bytes(rewritten))
+            rewritten = self._transform(entry, rewritten)
         if entry.api_key == FETCH and self.enforcement.fetch_sizes_needed:
             charge = self.enforcement.charge_fetch(
                 entry.client_id, entry.api_version, len(rewritten), bytes(rewritten)
@@ -587,6 +591,15 @@ class ClientSession:
             patch_throttle_time(patched, offset, key, version, entry.throttle_ms)
             return patched
         return rewritten
+
+    def _transform(self, entry: InFlight, frame: Buffer) -> bytes:
+        assert entry.transform is not None and entry.verdict is not None
+        denials = entry.verdict.denials
+        audited = len(denials)
+        transformed = entry.transform(bytes(frame))
+        if len(denials) > audited:  # e.g. topics hidden from an all-topics answer
+            self.enforcement.audit_denials(entry.api_key, denials[audited:], entry.client_id)
+        return transformed
 
     async def _rewrite_addresses(self, entry: InFlight, frame: bytes | bytearray) -> Buffer:
         api_key, api_version = entry.api_key, entry.api_version
