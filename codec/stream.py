@@ -88,6 +88,8 @@ class FrameStream:
         "_watch_forwarded",
         "_watcher",
         "max_frame_bytes",
+        "pause_after_frame",
+        "unconsumed",
     )
 
     def __init__(
@@ -110,6 +112,11 @@ class FrameStream:
         self._watcher: Watcher | None = None
         self._held = bytearray()
         self._watch_forwarded = 0
+        #: Set (typically by a decision) to stop at the end of the current frame: ``feed``
+        #: then returns early and leaves the rest of the chunk in :attr:`unconsumed`, for
+        #: the caller to feed again later (a throttled client's pipelined requests wait).
+        self.pause_after_frame = False
+        self.unconsumed: bytes = b""
 
     @property
     def in_frame(self) -> bool:
@@ -126,6 +133,11 @@ class FrameStream:
         pos, end = 0, len(view)
         forward_from = -1  # start of a run of bytes of ``chunk`` to forward unchanged
         while pos < end:
+            if self.pause_after_frame and self._mode is None and not self._head:
+                self.pause_after_frame = False
+                self.unconsumed = bytes(view[pos:])
+                end = pos
+                break
             if self._mode is None:
                 if self._head or end - pos < 4:
                     # A prefix or head split across chunks: collect it separately.
@@ -182,10 +194,10 @@ class FrameStream:
             if self._remaining == 0:
                 self._finish_frame(pieces)
         if forward_from >= 0:
-            if forward_from == 0 and isinstance(chunk, bytes):
+            if forward_from == 0 and end == len(view) and isinstance(chunk, bytes):
                 pieces.append(chunk)  # the whole chunk: no copy, no slice
             else:
-                pieces.append(view[forward_from:])
+                pieces.append(view[forward_from:end])
         return pieces
 
     def _collect_head(

@@ -93,6 +93,7 @@ class Enforcement:
         self._counted_principal: str | None = None
         self._limiter: Any = None
         self._last_throttle_log: dict[str, float] = {}
+        self._unlogged_throttles: dict[str, tuple[int, int]] = {}
         self._audit_allows = debug_enabled(audit_log)
 
     # --- what to do with a request -----------------------------------------------
@@ -225,18 +226,26 @@ class Enforcement:
         if throttle.delay_ms <= 0:
             return 0
         now = time.monotonic()
-        if now - self._last_throttle_log.get(throttle.quota, 0.0) >= THROTTLE_LOG_INTERVAL_S:
-            self._last_throttle_log[throttle.quota] = now
-            self.log.info(
-                "throttled",
-                principal=str(self.auth.principal),
-                client_id=client_id,
-                quota=throttle.quota,
-                entity=throttle.entity,
-                limit=throttle.limit,
-                rate=round(throttle.rate, 1),
-                delay_ms=throttle.delay_ms,
-            )
+        count, longest = self._unlogged_throttles.get(throttle.quota, (0, 0))
+        count, longest = count + 1, max(longest, throttle.delay_ms)
+        if now - self._last_throttle_log.get(throttle.quota, 0.0) < THROTTLE_LOG_INTERVAL_S:
+            self._unlogged_throttles[throttle.quota] = (count, longest)
+            return throttle.delay_ms
+        self._last_throttle_log[throttle.quota] = now
+        self._unlogged_throttles.pop(throttle.quota, None)
+        self.log.info(
+            "throttled",
+            principal=str(self.auth.principal),
+            client_id=client_id,
+            quota=throttle.quota,
+            entity=throttle.entity,
+            limit=throttle.limit,
+            rate=round(throttle.rate, 1),
+            delay_ms=throttle.delay_ms,
+            # Since the previous event of this quota on this connection:
+            throttled_requests=count,
+            max_delay_ms=longest,
+        )
         return throttle.delay_ms
 
     # --- connection limits -----------------------------------------------------------

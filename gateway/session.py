@@ -144,6 +144,7 @@ class ClientSession:
         self._client_send_lock = trio.Lock()
         self._local_answers_sent = trio.Event()
         self._responses = FrameStream(cluster.settings.max_frame_bytes, RESPONSE_HEAD_BYTES)
+        self._requests = FrameStream(cluster.settings.max_frame_bytes, REQUEST_HEAD_BYTES)
         self.bytes_from_client = 0
         self.bytes_to_client = 0
         self.requests = 0
@@ -256,45 +257,57 @@ class ClientSession:
     # --- client -> upstream ----------------------------------------------------------
 
     async def _pump_requests(self) -> None:
-        stream = FrameStream(self._request_frame_limit(), REQUEST_HEAD_BYTES)
+        stream = self._requests
+        stream.max_frame_bytes = self._request_frame_limit()
+        pending = b""
         while True:
             if self._muted_until > trio.current_time():
-                await trio.sleep_until(self._muted_until)  # throttled: read nothing meanwhile
-            data = await self.client.receive_some(RECEIVE_BYTES)
-            if not data:
-                raise SessionClosed("client closed the connection")
-            self.bytes_from_client += len(data)
-            outgoing: list[Buffer] = []
-            for piece in self._feed(stream, data, self._decide_request, "client"):
-                if not isinstance(piece, BufferedFrame):
-                    outgoing.append(piece)
-                    continue
-                context = piece.context
-                if isinstance(context, _AwaitingAcks):
-                    self._admit_buffered_produce(piece.frame, context.entry)
-                    outgoing += (size_prefix(len(piece.frame)), piece.frame)
-                    continue
-                if isinstance(context, _AwaitingAuthorization):
-                    forward = self._authorize(context.entry, bytes(piece.frame))
-                    if forward is not None:
-                        outgoing += (size_prefix(len(forward)), forward)
-                    continue
-                route, entry = context
-                if route is Route.OBSERVE:  # passthrough SASL: read it, then relay it
-                    self._observe(self.auth.observe_request, bytes(piece.frame))
-                    outgoing += (size_prefix(len(piece.frame)), piece.frame)
-                    continue
-                # Requests after a SASL one must not overtake its answer.
-                await self._send_upstream(outgoing)
-                outgoing = []
-                await self._answer_sasl(route, entry, bytes(piece.frame))
-                stream.max_frame_bytes = self._request_frame_limit()
-                self._admit_principal()
+                # Throttled (KIP-219): like a muted Kafka channel, take no further request,
+                # not even one already received behind the one that was throttled.
+                await trio.sleep_until(self._muted_until)
+            if pending:
+                data, pending = pending, b""
+            else:
+                data = await self.client.receive_some(RECEIVE_BYTES)
+                if not data:
+                    raise SessionClosed("client closed the connection")
+                self.bytes_from_client += len(data)
+            await self._forward_requests(stream, data)
+            pending, stream.unconsumed = stream.unconsumed, b""
+
+    async def _forward_requests(self, stream: FrameStream, data: bytes) -> None:
+        """Route the requests in ``data``: forward, answer locally, or apply policies."""
+        outgoing: list[Buffer] = []
+        for piece in self._feed(stream, data, self._decide_request, "client"):
+            if not isinstance(piece, BufferedFrame):
+                outgoing.append(piece)
+                continue
+            context = piece.context
+            if isinstance(context, _AwaitingAcks):
+                self._admit_buffered_produce(piece.frame, context.entry)
+                outgoing += (size_prefix(len(piece.frame)), piece.frame)
+                continue
+            if isinstance(context, _AwaitingAuthorization):
+                forward = self._authorize(context.entry, bytes(piece.frame))
+                if forward is not None:
+                    outgoing += (size_prefix(len(forward)), forward)
+                continue
+            route, entry = context
+            if route is Route.OBSERVE:  # passthrough SASL: read it, then relay it
+                self._observe(self.auth.observe_request, bytes(piece.frame))
+                outgoing += (size_prefix(len(piece.frame)), piece.frame)
+                continue
+            # Requests after a SASL one must not overtake its answer.
             await self._send_upstream(outgoing)
-            if self._has_local_answer_due():
-                await self._flush_local_answers()
-            if self.enforcement.close_reason is not None:
-                await self._close_after_local_answers(self.enforcement.close_reason)
+            outgoing = []
+            await self._answer_sasl(route, entry, bytes(piece.frame))
+            stream.max_frame_bytes = self._request_frame_limit()
+            self._admit_principal()
+        await self._send_upstream(outgoing)
+        if self._has_local_answer_due():
+            await self._flush_local_answers()
+        if self.enforcement.close_reason is not None:
+            await self._close_after_local_answers(self.enforcement.close_reason)
 
     def _admit_principal(self) -> None:
         """Count the connection against its principal's limit once it is authenticated."""
@@ -330,6 +343,7 @@ class ClientSession:
         if entry is not None:
             entry.throttle_ms = max(entry.throttle_ms, delay_ms)
         self._muted_until = max(self._muted_until, trio.current_time() + delay_ms / 1000)
+        self._requests.pause_after_frame = True  # pipelined requests wait for the delay
 
     async def _close_after_local_answers(self, reason: str) -> None:
         with trio.move_on_after(10):  # let answers queued behind upstream ones go out

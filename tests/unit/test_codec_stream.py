@@ -106,3 +106,45 @@ def test_bad_sizes_are_frame_errors(prefix: bytes, message: str) -> None:
         stream = FrameStream(max_frame_bytes=4096)
         stream.feed(prefix[:2], lambda h, s: (Decision.FORWARD, None, None))
         stream.feed(prefix[2:], lambda h, s: (Decision.FORWARD, None, None))
+
+
+@settings(max_examples=200)
+@given(
+    frames=st.lists(st.binary(max_size=60), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=10),
+    pause_at=st.integers(min_value=0, max_value=7),
+)
+def test_a_pause_stops_after_the_frame_and_keeps_the_rest(
+    frames: list[bytes], cuts: list[int], pause_at: int
+) -> None:
+    stream = FrameStream(max_frame_bytes=4096, head_bytes=8)
+    decided: list[int] = []
+
+    def decide(head: memoryview, size: int) -> tuple[Decision, Any, bytes | None]:
+        decided.append(size)
+        if len(decided) - 1 == pause_at:
+            stream.pause_after_frame = True
+        return Decision.FORWARD, None, None
+
+    data = b"".join(encode_frame(f) for f in frames)
+    forwarded = bytearray()
+    pos, i, paused = 0, 0, False
+    pending = b""
+    while pos < len(data) or pending:
+        if pending:
+            chunk, pending = pending, b""
+        else:
+            chunk = data[pos : pos + cuts[i % len(cuts)]]
+            pos += len(chunk)
+            i += 1
+        for piece in stream.feed(chunk, decide):
+            forwarded += piece
+        if stream.unconsumed:
+            pending, stream.unconsumed = stream.unconsumed, b""
+            # Nothing after the paused frame was decided or forwarded.
+            assert len(decided) == pause_at + 1
+            assert bytes(forwarded) == b"".join(encode_frame(f) for f in frames[: pause_at + 1])
+            paused = True
+    assert bytes(forwarded) == data
+    assert len(decided) == len(frames)
+    assert paused == (pause_at < len(frames) - 1)
