@@ -85,6 +85,10 @@ class RunningGateway:
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def reload(self) -> None:
+        """Ask the gateway to re-read its config file (SIGHUP, as `kafka-gateway reload`)."""
+        self.process.send_signal(signal.SIGHUP)
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -102,8 +106,11 @@ def gateway_config(
     *,
     listener: dict[str, Any] | None = None,
     upstream: dict[str, Any] | None = None,
+    cluster: dict[str, Any] | None = None,
     **gateway_keys: Any,
 ) -> dict[str, Any]:
+    """A one-virtual-cluster config; ``cluster`` keys (e.g. ``authorization``, ``quotas``)
+    go into the virtual cluster entry next to ``listener`` and ``upstream``."""
     return {
         "log": {"format": "json", "level": gateway_keys.pop("log_level", "debug")},
         **gateway_keys,
@@ -121,6 +128,7 @@ def gateway_config(
                     "metadata_refresh_interval_ms": 2000,
                     **(upstream or {}),
                 },
+                **(cluster or {}),
             }
         ],
     }
@@ -133,14 +141,18 @@ def running_gateway(
     *,
     wait_for_brokers: bool = True,
     cli_args: Sequence[str] = (),
+    cluster: dict[str, Any] | None = None,
     **gateway_keys: Any,
 ) -> Iterator[RunningGateway]:
-    """Run the gateway in front of ``upstream_bootstrap`` until the block ends."""
+    """Run the gateway in front of ``upstream_bootstrap`` until the block ends.
+
+    ``cluster`` keys are merged into the virtual cluster entry (see `gateway_config`).
+    """
     port = free_port_block()
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / f"gateway-{port}.yaml"
     # JSON is valid YAML, and keeps the harness free of a YAML writer.
-    config = gateway_config(upstream_bootstrap, port, **gateway_keys)
+    config = gateway_config(upstream_bootstrap, port, cluster=cluster, **gateway_keys)
     config_path.write_text(json.dumps(config, indent=2))
     log_path = workdir / f"gateway-{port}.log"
     with log_path.open("wb") as log_file:
