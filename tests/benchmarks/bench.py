@@ -634,7 +634,9 @@ def run_repetition(bench: Bench, rep: int) -> None:
     try:
         if set(s.only) & set(PER_REPETITION_TESTS):
             listener = bench.policy.listener
-            with bench_gateway(bench.workdir, bench.direct, listener=listener) as gateway:
+            with bench_gateway(
+                bench.workdir, bench.direct, listener=listener, cluster=bench.policy.cluster
+            ) as gateway:
                 run_side_by_side(bench, rep, gateway, topics)
                 bench.samples.add(
                     "gateway_peak_rss_mib", GATEWAY, gateway.monitor.lifetime_peak_rss_mib
@@ -677,8 +679,14 @@ def run_workers_produce(bench: Bench, topic: str) -> None:
         log(f"  produce  {workers} workers: skipped, `kafka-gateway run` has no --workers yet")
         return
     side = workers_side(workers)
-    listener = bench.policy.listener
-    with bench_gateway(bench.workdir, bench.direct, workers=workers, listener=listener) as gateway:
+    policy = bench.policy
+    with bench_gateway(
+        bench.workdir,
+        bench.direct,
+        workers=workers,
+        listener=policy.listener,
+        cluster=policy.cluster,
+    ) as gateway:
         retry_if_disturbed(bench, measure_produce, side, gateway, topic)
         bench.samples.add("gateway_peak_rss_mib", side, gateway.monitor.lifetime_peak_rss_mib)
 

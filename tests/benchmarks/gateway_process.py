@@ -241,15 +241,19 @@ def bench_gateway(
     workers: int = 1,
     log_level: str = "info",
     listener: dict[str, Any] | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> Iterator[BenchGateway]:
     """Run `kafka-gateway run [--workers N]` in front of `upstream_bootstrap` for the block.
 
-    `listener` adds listener keys (such as `authentication`) to the harness's config.
+    `listener` adds listener keys (such as `authentication`) to the harness's config;
+    `cluster` adds virtual cluster keys (`authorization`, `quotas`).
     """
     port = find_free_port_block()
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / f"gateway-{port}-w{workers}.yaml"
-    config = gateway_config(upstream_bootstrap, port, log_level=log_level, listener=listener)
+    config = gateway_config(
+        upstream_bootstrap, port, log_level=log_level, listener=listener, cluster=cluster
+    )
     config_path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
     log_path = workdir / f"gateway-{port}-w{workers}-{time.time_ns()}.log"
     with log_path.open("wb") as log_file:

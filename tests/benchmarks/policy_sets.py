@@ -1,8 +1,12 @@
 """The policy sets `bench.py --policies` can put on the gateway side, and client settings.
 
 `none`: a plain listener, no policies. `typical`: the listener requires SASL
-SCRAM-SHA-512 (user `alice`), as deploy/examples/auth-scram.yaml does; every client of
-the gateway side authenticates first. The direct side is always unauthenticated
+SCRAM-SHA-512 (user `alice`), as deploy/examples/auth-scram.yaml does, so every client of
+the gateway side authenticates first; and a typical rule set is on: ACLs (prefixed topic
+and group rules for alice among a dozen rules for other principals, a deny rule, a
+super user) and quotas high enough never to throttle (so meters are updated on every
+request but the measured rates are the gateway's, not the quota's) plus connection
+limits. The direct side is always unauthenticated
 plaintext Kafka: it is the baseline, so the cost of the policies shows as the difference
 between a `--policies none` and a `--policies typical` run.
 """
@@ -29,6 +33,8 @@ class PolicySet:
 
     name: str
     listener: dict[str, Any] | None = None
+    #: Virtual cluster keys next to the listener (`authorization`, `quotas`).
+    cluster: dict[str, Any] | None = None
     #: For the Java perf tools (`--producer-props`, `--consumer.config`).
     java_props: dict[str, str] = field(default_factory=dict)
     #: For librdkafka (the latency probe).
@@ -40,7 +46,11 @@ class PolicySet:
 
     def describe(self) -> str:
         if self.authenticated:
-            return f"gateway listener requires SASL {MECHANISM} for user {USER}"
+            rules = len(self.cluster["authorization"]["rules"]) if self.cluster else 0
+            return (
+                f"gateway listener requires SASL {MECHANISM} for user {USER}; "
+                f"{rules} ACL rules; produce, fetch and request quotas; connection limits"
+            )
         return "no policies"
 
 
@@ -72,4 +82,49 @@ def policy_set(name: str) -> PolicySet:
         "sasl.username": USER,
         "sasl.password": PASSWORD,
     }
-    return PolicySet(name, listener, java, librdkafka)
+    return PolicySet(name, listener, TYPICAL_RULES, java, librdkafka)
+
+
+def _rule(principal: str, kind: str, pattern: str, name: str, *ops: str) -> dict[str, Any]:
+    return {
+        "principals": [principal],
+        "resource_type": kind,
+        "pattern_type": pattern,
+        "resource_name": name,
+        "operations": list(ops),
+    }
+
+
+#: What a small production cluster might carry: the benchmark's user among others.
+TYPICAL_RULES: Final[dict[str, Any]] = {
+    "authorization": {
+        "default": "deny",
+        "super_users": ["User:admin"],
+        "principal_groups": {"analysts": ["User:carol", "User:dave"]},
+        "rules": [
+            _rule(f"User:{USER}", "topic", "prefixed", "bench-", "Write", "Read", "Describe"),
+            _rule(f"User:{USER}", "group", "prefixed", "bench-", "Read", "Describe"),
+            _rule(f"User:{USER}", "topic", "prefixed", "bench-", "Create"),
+            _rule("Group:analysts", "topic", "prefixed", "orders.", "Read", "Describe"),
+            _rule("Group:analysts", "group", "prefixed", "analysts-", "Read"),
+            _rule("User:bob", "topic", "prefixed", "orders.", "Read", "Describe"),
+            _rule("User:bob", "group", "prefixed", "bob-", "Read"),
+            _rule("User:billing", "topic", "literal", "payments", "Write", "Describe"),
+            _rule("User:billing", "transactional_id", "prefixed", "billing-", "Write"),
+            _rule("User:etl", "topic", "glob", "raw.*.events", "Read", "Describe"),
+            _rule("User:etl", "group", "literal", "etl", "Read"),
+            {**_rule("User:*", "topic", "literal", "secrets", "All"), "effect": "deny"},
+        ],
+    },
+    "quotas": {
+        "clients": [
+            {
+                "principal": "<default>",
+                "produce_bytes_per_second": 10 * 1024**3,
+                "fetch_bytes_per_second": 10 * 1024**3,
+                "requests_per_second": 1_000_000,
+            }
+        ],
+        "connections": {"max_per_principal": 20_000, "max_per_ip": 20_000},
+    },
+}
