@@ -27,11 +27,13 @@ gateway needs two descriptors per connection; if RLIMIT_NOFILE cannot be raised 
 enough (no CAP_SYS_RESOURCE), the count is capped and the report says so.
 
 `--policies typical` puts a typical policy set on the gateway side (policy_sets.py: the
-listener requires SASL SCRAM-SHA-512, and produce, consume, latency and workers clients
-authenticate first); the direct side stays unauthenticated plaintext, so the policies'
-cost is the difference between a `--policies none` (the default) and a `typical` run.
-With `typical`, small requests are skipped (their generator does not authenticate) and
-idle connections use a gateway without policies.
+listener requires SASL SCRAM-SHA-512, so produce, consume, latency and workers clients
+authenticate first, and ACL rules, quotas and connection limits are on); the direct
+side stays unauthenticated plaintext, so the policies' cost is the difference between a
+`--policies none` (the default) and a `typical` run. With `typical`, small requests are
+skipped (their generator does not authenticate) and idle connections use a gateway
+without policies. `--policies acl` puts the same ACLs and quotas on a plain listener (for
+`User:ANONYMOUS`), so every test, small requests included, shows their cost alone.
 
 `--only produce,small,...` runs a subset; `--profile DIR` records py-spy profiles of the
 gateway (profiling.py). Results: a table on stdout (median [min..max] over repetitions;
@@ -205,8 +207,9 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--policies",
         choices=POLICY_SETS,
         default="none",
-        help="policies on the gateway side: 'none' (default) or 'typical' (the listener "
-        "requires SASL SCRAM-SHA-512; clients authenticate); the direct side has none",
+        help="policies on the gateway side: 'none' (default), 'typical' (SASL SCRAM-SHA-512 "
+        "logins, ACL rules, quotas) or 'acl' (the same ACLs and quotas without SASL); the "
+        "direct side has none",
     )
     parser.add_argument(
         "--only",
