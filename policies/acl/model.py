@@ -30,6 +30,10 @@ class Operation(enum.Enum):
     CLUSTER_ACTION = "ClusterAction"
     ALL = "All"
 
+    # Enum's own __hash__ is Python code (hash of the name); members are singletons, so
+    # the identity hash is equivalent and C-fast. Decision caches hash these per check.
+    __hash__ = object.__hash__
+
 
 class ResourceType(enum.Enum):
     """The kind of thing a rule protects (Kafka's ``ResourceType``)."""
@@ -38,6 +42,8 @@ class ResourceType(enum.Enum):
     GROUP = "group"
     TRANSACTIONAL_ID = "transactional_id"
     CLUSTER = "cluster"
+
+    __hash__ = object.__hash__  # see Operation
 
 
 #: The name of the one cluster resource, as in Kafka (``kafka-cluster``).

@@ -174,3 +174,45 @@ async def test_connections_over_the_per_ip_limit_are_refused() -> None:
         assert frame is not None and heartbeat_answer(frame)[0] == 2
         await first.aclose()
         await second.aclose()
+
+
+FETCH_QUOTA = """
+    quotas:
+      window: {samples: 2, sample_ms: 1000}
+      clients:
+        - principal: "<default>"
+          fetch_bytes_per_second: 10000
+"""
+
+
+def fetch_v4(correlation_id: int) -> bytes:
+    # replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, topics (none)
+    body = struct.pack(">iiiibi", -1, 0, 0, 1 << 20, 0, 0)
+    return encode_frame(encode_request_header(1, 4, correlation_id, "unit-client"), body)
+
+
+async def test_fetch_quota_patches_the_streamed_response_head() -> None:
+    async def large_fetch_answer(api_key: int, version: int, cid: int, stream: Any) -> None:
+        # Fetch v4 response: throttle_time_ms 0, no topics, then padding a client ignores
+        # here (the gateway only looks at the head of a response it does not rewrite).
+        body = struct.pack(">ii", 0, 0) + b"\x00" * 30_000
+        await stream.send_all(encode_frame(struct.pack(">i", cid), body))
+
+    async with (
+        fake_broker(large_fetch_answer) as upstream,
+        gateway(upstream, FETCH_QUOTA) as (port, _),
+    ):
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        decoder = FrameDecoder()
+        throttles = []
+        with trio.fail_after(20):
+            for cid in (1, 2):
+                await client.send_all(fetch_v4(cid))
+                frame = await read_frame(client, decoder)
+                assert frame is not None and len(frame) == 4 + 8 + 30_000
+                assert struct.unpack_from(">i", frame)[0] == cid
+                throttles.append(struct.unpack_from(">i", frame, 4)[0])
+                assert frame[12:] == b"\x00" * 30_000  # the rest is untouched
+        # 30 kB against 10 kB/s over a 1-2 s window: throttled from the first answer on.
+        assert all(t > 0 for t in throttles), throttles
+        await client.aclose()
