@@ -98,12 +98,6 @@ class Enforcement:
 
     # --- what to do with a request -----------------------------------------------
 
-    @property
-    def active(self) -> bool:
-        """Whether any ACL or quota applies (if not, requests are not even parsed)."""
-        policies = self.cluster.policies
-        return policies.acl is not None or policies.quotas is not None
-
     def must_inspect(self, api_key: int) -> bool:
         """Whether the request must be buffered whole (ACLs, or per-topic produce quotas)."""
         policies = self.cluster.policies
@@ -126,8 +120,12 @@ class Enforcement:
     ) -> RequestVerdict:
         acl = self.cluster.policies.acl
         principal = self.auth.principal
-        if acl is None or principal is None or api_key in NO_AUTHORIZATION:
+        if acl is None or api_key in NO_AUTHORIZATION:
             return RequestVerdict(forward=frame)
+        if principal is None:  # authentication routes such requests away: never unchecked
+            reason = f"{api_name(api_key)} request before authentication"
+            self.close_reason = reason
+            return RequestVerdict(forward=None, close_connection=reason)
         authorizer: Authorizer = acl
         if self._audit_allows:
             authorizer = _AuditingAuthorizer(acl, audit_log)

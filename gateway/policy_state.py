@@ -26,6 +26,8 @@ class ClusterPolicies:
     connections: ConnectionLimiter
     #: Where quota meters live; kept across reloads (and shareable across replicas).
     quota_store: QuotaStore
+    #: Whether any ACL or rate quota applies (if not, requests are not even parsed).
+    active: bool
 
 
 def build_policies(
@@ -39,9 +41,12 @@ def build_policies(
         if previous is not None
         else ConnectionLimiter(limits)
     )
+    acl = AclEngine.from_config(config.authorization)
+    quotas = quotas if quotas is not None and quotas.enabled else None
     return ClusterPolicies(
-        acl=AclEngine.from_config(config.authorization),
-        quotas=quotas if quotas is not None and quotas.enabled else None,
+        acl=acl,
+        quotas=quotas,
         connections=connections,
         quota_store=store,
+        active=acl is not None or quotas is not None,
     )

@@ -259,9 +259,9 @@ class ClientSession:
     async def _pump_requests(self) -> None:
         stream = self._requests
         stream.max_frame_bytes = self._request_frame_limit()
-        pending = b""
+        pending: bytes | bytearray = b""
         while True:
-            if self._muted_until > trio.current_time():
+            if self._muted_until and self._muted_until > trio.current_time():
                 # Throttled (KIP-219): like a muted Kafka channel, take no further request,
                 # not even one already received behind the one that was throttled.
                 await trio.sleep_until(self._muted_until)
@@ -275,7 +275,7 @@ class ClientSession:
             await self._forward_requests(stream, data)
             pending, stream.unconsumed = stream.unconsumed, b""
 
-    async def _forward_requests(self, stream: FrameStream, data: bytes) -> None:
+    async def _forward_requests(self, stream: FrameStream, data: bytes | bytearray) -> None:
         """Route the requests in ``data``: forward, answer locally, or apply policies."""
         outgoing: list[Buffer] = []
         for piece in self._feed(stream, data, self._decide_request, "client"):
@@ -397,7 +397,8 @@ class ClientSession:
             return Decision.DROP, None, None
         self._check_decodable(api_key, api_version)
         enforcement = self.enforcement
-        if enforcement.active:
+        policies_active = self.cluster.policies.active
+        if policies_active:
             entry.client_id = enforcement.client_id(head)
             self._charge(enforcement.charge_request(api_key, entry.client_id), entry)
             if enforcement.must_inspect(api_key):
@@ -407,7 +408,7 @@ class ClientSession:
             if len(head) < size and not _head_holds_acks(head, api_version):
                 self.in_flight.append(entry)  # in arrival order; removed again if acks=0
                 return Decision.BUFFER, _AwaitingAcks(entry), None  # a huge transactional id
-            if enforcement.active:
+            if policies_active:
                 self._charge(enforcement.charge_produce(entry.client_id, None, size), entry)
             if self._produce_acks(head, api_version) == 0:
                 return Decision.FORWARD, None, None  # acks=0: the broker will not answer
@@ -421,7 +422,7 @@ class ClientSession:
             raise SessionClosed(str(closed)) from None
 
     def _admit_buffered_produce(self, frame: Buffer, entry: InFlight) -> None:
-        if self.enforcement.active:
+        if self.cluster.policies.active:
             self._charge(self.enforcement.charge_produce(entry.client_id, None, len(frame)), entry)
         if self._produce_acks(frame, entry.api_version) == 0:
             self.in_flight.remove(entry)
@@ -530,7 +531,7 @@ class ClientSession:
             self._log_request(entry)
         insert = b"".join(local) if local else None
         api_key, api_version = entry.api_key, entry.api_version
-        if api_key == FETCH and self.enforcement.active:
+        if api_key == FETCH and self.cluster.policies.active:
             if self.enforcement.fetch_sizes_needed:
                 return Decision.BUFFER, entry, insert  # per-topic quotas: walk it whole
             self._charge(self.enforcement.charge_fetch(entry.client_id, api_version, size), entry)
@@ -590,7 +591,26 @@ class ClientSession:
             ) from None
 
     async def _rewrite_response(self, entry: InFlight, frame: bytes | bytearray) -> Buffer:
-        rewritten = await self._rewrite_addresses(entry, frame)
+        api_key, api_version = entry.api_key, entry.api_version
+        if api_key == API_VERSIONS:
+            rewritten: Buffer = _intersect_api_versions(frame, api_version)
+        elif api_key == SASL_AUTHENTICATE:
+            self._observe(lambda f: self.auth.observe_response(f, api_version), frame)
+            self._admit_principal()
+            rewritten = frame
+        elif carries_addresses(api_key, api_version):
+            rewritten = self._rewrite_addresses(entry, frame)
+            if self.cluster.has_unbound_brokers:
+                # Bind before the client can learn of the port and connect to it.
+                await self.cluster.ensure_broker_listeners()
+        else:
+            rewritten = frame
+        if entry.transform is None and not entry.throttle_ms and api_key != FETCH:
+            return rewritten  # the common case: no policy touches this response
+        return self._apply_policies(entry, rewritten)
+
+    def _apply_policies(self, entry: InFlight, rewritten: Buffer) -> Buffer:
+        """Merge a split request's answer, charge per-topic fetch quotas, report throttling."""
         if entry.transform is not None:
             rewritten = self._transform(entry, rewritten)
         if entry.api_key == FETCH and self.enforcement.fetch_sizes_needed:
@@ -615,24 +635,13 @@ class ClientSession:
             self.enforcement.audit_denials(entry.api_key, denials[audited:], entry.client_id)
         return transformed
 
-    async def _rewrite_addresses(self, entry: InFlight, frame: bytes | bytearray) -> Buffer:
+    def _rewrite_addresses(self, entry: InFlight, frame: bytes | bytearray) -> Buffer:
         api_key, api_version = entry.api_key, entry.api_version
-        if api_key == API_VERSIONS:
-            return _intersect_api_versions(frame, api_version)
-        if api_key == SASL_AUTHENTICATE:
-            self._observe(lambda f: self.auth.observe_response(f, api_version), frame)
-            self._admit_principal()
-            return frame
-        if not carries_addresses(api_key, api_version):
-            return frame
         offset = response_body_offset(frame, api_key, api_version)
         body = memoryview(frame)[offset:].toreadonly()
         new_body = rewrite_response(api_key, api_version, body, self.cluster.client_address)
         if api_key == METADATA:
             self.cluster.remember_metadata(frame, offset, api_version)
-        if self.cluster.has_unbound_brokers:
-            # Bind before the client can learn of the port and connect to it.
-            await self.cluster.ensure_broker_listeners()
         return frame if new_body is None else frame[:offset] + new_body
 
     def _take_local_responses(self, outgoing: list[Buffer]) -> None:
