@@ -22,9 +22,7 @@ KNOWN_MS = datetime.timedelta(milliseconds=1234)
 @SETTINGS
 @given(data=st.data())
 def test_produce_throttle_is_found_after_the_responses(version: int, data: Any) -> None:
-    response = dataclasses.replace(
-        data.draw(produce_responses(version)), throttle_time=KNOWN_MS
-    )
+    response = dataclasses.replace(data.draw(produce_responses(version)), throttle_time=KNOWN_MS)
     body = encode(response)
     offset = throttle_offset(body, 0, version)
     assert offset is not None
@@ -35,9 +33,7 @@ def test_produce_throttle_is_found_after_the_responses(version: int, data: Any) 
 @SETTINGS
 @given(data=st.data())
 def test_patch_raises_produce_throttle_and_keeps_everything_else(version: int, data: Any) -> None:
-    response = dataclasses.replace(
-        data.draw(produce_responses(version)), throttle_time=KNOWN_MS
-    )
+    response = dataclasses.replace(data.draw(produce_responses(version)), throttle_time=KNOWN_MS)
     frame = bytearray(b"\x00\x00\x00\x07" + encode(response))
     assert patch_throttle_time(frame, 4, 0, version, 5000)
     patched = decode(type(response), bytes(frame[4:]))
