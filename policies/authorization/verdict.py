@@ -46,8 +46,10 @@ class RequestVerdict:
     * ``forward`` is None and ``local_response`` is set: answer locally, send nothing
       upstream (the response frame has the request's correlation id).
 
-    ``close_connection`` asks the session to close after the local answer (as Kafka
-    does for a denied ``acks=0`` Produce, which has no response to carry the error).
+    ``close_connection`` asks the session to close after any answers already queued;
+    with ``forward`` and ``local_response`` both None nothing is sent for the request
+    itself (a denied ``acks=0`` Produce, which has no response to carry the error, as
+    Kafka does; or a refused API for which no valid error response can be built).
     """
 
     forward: bytes | None
