@@ -40,7 +40,6 @@ NO_AUTHORIZATION: Final = frozenset(
         17,  # SaslHandshake
         18,  # ApiVersions
         36,  # SaslAuthenticate
-        60,  # DescribeCluster (authorized operations are filtered by the broker itself)
         71,  # GetTelemetrySubscriptions
         72,  # PushTelemetry
     }

@@ -8,6 +8,8 @@ allowed ones are forwarded, the refused ones answered locally and merged back in
 the upstream answer in the client's order. The ACL, quota, SCRAM, reassignment and
 quorum APIs are decided as a whole by one cluster operation; the ACL APIs manage
 the *upstream* cluster's ACLs, so they are gated exactly as Kafka gates them.
+DescribeCluster needs no permission, but its ``cluster_authorized_operations`` are
+recomputed for the client's principal.
 
 An API with neither a handler nor an entry in ``NO_AUTHORIZATION`` is forwarded
 only when a cluster-level rule allows it (:func:`authorize_unlisted`).
@@ -32,6 +34,7 @@ from codec.errors import (
 from codec.headers import peek_api, response_correlation_id
 from policies.acl.model import CLUSTER_NAME, AclDecision, Operation, ResourceType
 from policies.authorization import Handler
+from policies.authorization.data import RequestChecks, cluster_authorized_operations
 from policies.authorization.error_response import (
     AUTHORIZATION_FAILED_MESSAGE,
     build_entity,
@@ -62,6 +65,7 @@ _ZERO_UUID: Final = uuid.UUID(int=0)
 
 CREATE_TOPICS, DELETE_TOPICS, CREATE_PARTITIONS = 19, 20, 37
 DESCRIBE_CONFIGS, ALTER_CONFIGS, INCREMENTAL_ALTER_CONFIGS = 32, 33, 44
+DESCRIBE_CLUSTER: Final = 60
 
 #: Admin APIs Kafka authorizes as a whole with one operation on the cluster.
 CLUSTER_OPERATIONS: Final[Mapping[int, Operation]] = {
@@ -602,6 +606,40 @@ def authorize_unlisted(
     return _refuse_whole(frame, api_key, api_version, CLUSTER_AUTHORIZATION_FAILED, checks.denials)
 
 
+# --- DescribeCluster ------------------------------------------------------------------
+
+
+def _authorize_describe_cluster(
+    context: AuthorizationContext, frame: bytes, api_version: int
+) -> RequestVerdict:
+    """DescribeCluster needs no permission (as on a Kafka broker): always forwarded.
+
+    When the client asks for ``cluster_authorized_operations`` the broker computes
+    them for the gateway's upstream login, so the answer gets the client's own.
+    """
+    _, request = decode_request(frame)
+    if not request.include_cluster_authorized_operations:
+        return RequestVerdict(forward=frame)
+    return RequestVerdict(
+        forward=frame, transform=_cluster_operations_rewrite(context, api_version)
+    )
+
+
+def _cluster_operations_rewrite(
+    context: AuthorizationContext, api_version: int
+) -> ResponseTransform:
+    def transform(frame: bytes) -> bytes:
+        body = decode_response(frame, DESCRIBE_CLUSTER, api_version)
+        if body.error_code != NONE:  # Kafka computes nothing for a failed request
+            return frame
+        bits = cluster_authorized_operations(RequestChecks(context))
+        body = dataclasses.replace(body, cluster_authorized_operations=bits)
+        correlation_id = response_correlation_id(frame)
+        return encode_response(correlation_id, DESCRIBE_CLUSTER, api_version, body)
+
+    return transform
+
+
 HANDLERS: Final[dict[int, Handler]] = {
     CREATE_TOPICS: _authorize_create_topics,
     DELETE_TOPICS: _authorize_delete_topics,
@@ -609,5 +647,6 @@ HANDLERS: Final[dict[int, Handler]] = {
     DESCRIBE_CONFIGS: _authorize_describe_configs,
     ALTER_CONFIGS: _authorize_alter_configs,
     INCREMENTAL_ALTER_CONFIGS: _authorize_incremental_alter_configs,
+    DESCRIBE_CLUSTER: _authorize_describe_cluster,
     **{key: _cluster_operation_handler(key, op) for key, op in CLUSTER_OPERATIONS.items()},
 }

@@ -32,6 +32,11 @@ Documented departures from a broker (the gateway cannot see what the broker know
   ``TOPIC_AUTHORIZATION_FAILED`` without asking the broker. Create probes are
   not audited: for an existing topic nothing was refused.
 * Fetch sessions (KIP-227): see :func:`authorize_fetch`.
+
+Authorized operations: the bit fields a broker computes on request (Metadata
+v8+) are computed for the gateway's upstream login, so they are recomputed
+for the client's principal (:func:`topic_authorized_operations`,
+:func:`cluster_authorized_operations`, also used for DescribeCluster).
 """
 
 from __future__ import annotations
@@ -67,10 +72,18 @@ from policies.authorization.messages import (
     encode_response,
     response_class,
 )
-from policies.authorization.verdict import AuthorizationContext, Denial, RequestVerdict
+from policies.authorization.verdict import (
+    AuthorizationContext,
+    Denial,
+    RequestVerdict,
+    ResponseTransform,
+)
 
 __all__ = [
+    "AUTHORIZED_OPERATIONS_OMITTED",
+    "CLUSTER_RESOURCE_OPERATIONS",
     "HANDLERS",
+    "TOPIC_OPERATIONS",
     "PartitionedApi",
     "RequestChecks",
     "TopicPartitionsShape",
@@ -80,9 +93,11 @@ __all__ = [
     "authorize_metadata",
     "authorize_produce",
     "build_entity",
+    "cluster_authorized_operations",
     "encode_entity",
     "kio_entity",
     "merge_in_client_order",
+    "topic_authorized_operations",
 ]
 
 PRODUCE: Final = 0
@@ -193,6 +208,67 @@ def _response_correlation_id(frame: bytes) -> int:
         return upstream_correlation_id(frame)
     except CodecError as exc:
         raise MessageError(f"malformed response header: {exc}") from None
+
+
+# --- authorized operations -------------------------------------------------------------
+
+#: Kafka's ``*_authorized_operations`` value when it was not asked for (or not computed).
+AUTHORIZED_OPERATIONS_OMITTED: Final = -(2**31)
+
+#: Operations reported in a topic's bit field (Kafka 4's
+#: ``AclEntry.supportedOperations(TOPIC)``), with their ``AclOperation`` codes (the bits).
+TOPIC_OPERATIONS: Final[tuple[tuple[Operation, int], ...]] = (
+    (Operation.READ, 3),
+    (Operation.WRITE, 4),
+    (Operation.CREATE, 5),
+    (Operation.DELETE, 6),
+    (Operation.ALTER, 7),
+    (Operation.DESCRIBE, 8),
+    (Operation.DESCRIBE_CONFIGS, 10),
+    (Operation.ALTER_CONFIGS, 11),
+)
+
+#: Operations reported in the cluster's bit field (``AclEntry.supportedOperations(CLUSTER)``).
+CLUSTER_RESOURCE_OPERATIONS: Final[tuple[tuple[Operation, int], ...]] = (
+    (Operation.CREATE, 5),
+    (Operation.ALTER, 7),
+    (Operation.DESCRIBE, 8),
+    (Operation.CLUSTER_ACTION, 9),
+    (Operation.DESCRIBE_CONFIGS, 10),
+    (Operation.ALTER_CONFIGS, 11),
+    (Operation.IDEMPOTENT_WRITE, 12),
+)
+
+
+def _operation_bits(
+    checks: RequestChecks,
+    resource_type: ResourceType,
+    name: str,
+    operations: tuple[tuple[Operation, int], ...],
+) -> int:
+    # Probes, as Kafka's ``authorizedOperations`` (no denial logged): a missing bit
+    # refuses nothing.
+    bits = 0
+    for operation, code in operations:
+        if checks.allowed(operation, resource_type, name, audit=False):
+            bits |= 1 << code
+    return bits
+
+
+def topic_authorized_operations(checks: RequestChecks, name: str) -> int:
+    """A topic's ``topic_authorized_operations`` bit field for the client's principal."""
+    return _operation_bits(checks, TOPIC, name, TOPIC_OPERATIONS)
+
+
+def cluster_authorized_operations(checks: RequestChecks) -> int:
+    """The ``cluster_authorized_operations`` bit field for the client's principal.
+
+    As Kafka (Metadata v8-10, DescribeCluster): 0 without Describe on the cluster.
+    """
+    cluster = ResourceType.CLUSTER
+    if not checks.allowed(Operation.DESCRIBE, cluster, CLUSTER_NAME, audit=False):
+        return 0
+    return _operation_bits(checks, cluster, CLUSTER_NAME, CLUSTER_RESOURCE_OPERATIONS)
 
 
 # --- topic/partition shaped messages -----------------------------------------------------
@@ -789,6 +865,39 @@ _FIRST_NULLABLE_TOPIC_NAME: Final = 12
 def authorize_metadata(context: AuthorizationContext, frame: bytes, version: int) -> RequestVerdict:
     """Kafka's ``handleTopicMetadataRequest`` checks (Describe, and Create for auto-creation).
 
+    See :func:`_metadata_topics_verdict` for the topics. When the client asked for
+    authorized operations (v8+), the bit fields the broker computed for the
+    gateway's own login are recomputed for the client's principal after the topic
+    filter ran; otherwise the verdict is exactly the topic checks' one.
+    """
+    body_offset, request = decode_request(frame)
+    with_topics = bool(getattr(request, "include_topic_authorized_operations", False))
+    with_cluster = bool(getattr(request, "include_cluster_authorized_operations", False))
+    if not (with_topics or with_cluster):
+        return _metadata_topics_verdict(context, frame, version, body_offset, request)
+    # One set of answers for the request, the topic filter and the bit fields:
+    # each (operation, resource) is asked once.
+    shared = RequestChecks(context)
+    verdict = _metadata_topics_verdict(context, frame, version, body_offset, request, shared)
+    rewrite = _MetadataAuthorizedOperations(
+        shared, version, topics=with_topics, cluster=with_cluster
+    )
+    topic_filter = verdict.transform
+    transform = rewrite if topic_filter is None else _chain(topic_filter, rewrite)
+    return dataclasses.replace(verdict, transform=transform)
+
+
+def _metadata_topics_verdict(
+    context: AuthorizationContext,
+    frame: bytes,
+    version: int,
+    body_offset: int,
+    request: Any,
+    shared: RequestChecks | None = None,
+) -> RequestVerdict:
+    """The Describe and Create checks of a Metadata request's topics; ``shared``: the
+    checks to use (also in the response filter) instead of fresh ones.
+
     * All topics (``topics`` null, or an empty list in v0): forwarded as is; the
       response leaves out the topics the principal may not Describe.
     * Named topics: those not Describe-able are not forwarded (so never
@@ -799,11 +908,11 @@ def authorize_metadata(context: AuthorizationContext, frame: bytes, version: int
       with a null name, as Kafka does.
     * Auto-creation without Create: see the module docstring.
     """
-    body_offset, request = decode_request(frame)
     topics = request.topics
     if topics is None or (version == 0 and not topics):
-        return RequestVerdict(forward=frame, transform=_MetadataFilter(context, version))
-    checks = RequestChecks(context)
+        topic_filter = _MetadataFilter(context, version, checks=shared)
+        return RequestVerdict(forward=frame, transform=topic_filter)
+    checks = RequestChecks(context) if shared is None else shared
     auto_create = version < _FIRST_AUTO_CREATE_FLAG or bool(request.allow_auto_topic_creation)
     refused: dict[str, None] = {}  # dicts as ordered sets: entries follow the client's order
     no_create: dict[str, None] = {}
@@ -842,6 +951,7 @@ def authorize_metadata(context: AuthorizationContext, frame: bytes, version: int
     transform = _MetadataFilter(
         context,
         version,
+        checks=shared,
         all_topics=False,
         drop_all=version == 0 and not kept,  # an empty v0 list would mean "all topics"
         no_create=frozenset(no_create),
@@ -881,13 +991,23 @@ class _MetadataFilter:
     costs one walk over the topic entries and an authorizer call per topic.
     """
 
-    __slots__ = ("all_topics", "appended", "by_id", "context", "drop_all", "no_create", "version")
+    __slots__ = (
+        "all_topics",
+        "appended",
+        "by_id",
+        "checks",
+        "context",
+        "drop_all",
+        "no_create",
+        "version",
+    )
 
     def __init__(
         self,
         context: AuthorizationContext,
         version: int,
         *,
+        checks: RequestChecks | None = None,
         all_topics: bool = True,
         drop_all: bool = False,
         no_create: frozenset[str] = frozenset(),
@@ -896,6 +1016,8 @@ class _MetadataFilter:
     ) -> None:
         self.context = context
         self.version = version
+        #: The request's checks when shared with the bit fields; None: fresh per response.
+        self.checks = checks
         self.all_topics = all_topics
         self.drop_all = drop_all
         self.no_create = no_create
@@ -912,7 +1034,7 @@ class _MetadataFilter:
         except CodecError as exc:
             raise MessageError(f"malformed Metadata v{version} response: {exc}") from None
         view = memoryview(upstream_frame)
-        checks = RequestChecks(self.context)
+        checks = self.checks if self.checks is not None else RequestChecks(self.context)
         entries: list[Buffer] = []
         changed = bool(self.appended)
         for entry in layout.topics:
@@ -944,6 +1066,56 @@ class _MetadataFilter:
             cls = kio_entity(response_class(METADATA, self.version), "MetadataResponseTopic")
             return _metadata_refusal(cls, None, entry.topic_id)
         return original
+
+
+def _chain(first: ResponseTransform, then: ResponseTransform) -> ResponseTransform:
+    def transform(upstream_frame: bytes) -> bytes:
+        return then(first(upstream_frame))
+
+    return transform
+
+
+class _MetadataAuthorizedOperations:
+    """Replaces the authorized-operations bit fields of a Metadata response (v8+).
+
+    The broker computed them for the gateway's upstream login. Topic entries get
+    the client's bits as Kafka computes them: for every entry it describes,
+    errors like ``UNKNOWN_TOPIC_OR_PARTITION`` included; entries without a name
+    (an unknown or hidden topic id) are left alone, and refused entries carry no
+    bits (``AUTHORIZED_OPERATIONS_OMITTED``, as Kafka's; this also drops what the
+    broker computed for a topic the auto-creation check turned into a refusal).
+    """
+
+    __slots__ = ("checks", "cluster", "topics", "version")
+
+    def __init__(self, checks: RequestChecks, version: int, *, topics: bool, cluster: bool) -> None:
+        self.checks = checks
+        self.version = version
+        self.topics = topics
+        self.cluster = cluster
+
+    def __call__(self, upstream_frame: bytes) -> bytes:
+        version = self.version
+        body = decode_response(upstream_frame, METADATA, version)
+        checks = self.checks
+        changes: dict[str, Any] = {}
+        if self.topics:
+            changes["topics"] = tuple(self._topic(topic, checks) for topic in body.topics)
+        if self.cluster:
+            changes["cluster_authorized_operations"] = cluster_authorized_operations(checks)
+        body = dataclasses.replace(body, **changes)
+        correlation_id = _response_correlation_id(upstream_frame)
+        return encode_response(correlation_id, METADATA, version, body)
+
+    @staticmethod
+    def _topic(topic: Any, checks: RequestChecks) -> Any:
+        if topic.name is None:
+            return topic
+        if topic.error_code == ErrorCode.topic_authorization_failed:
+            bits = AUTHORIZED_OPERATIONS_OMITTED
+        else:
+            bits = topic_authorized_operations(checks, str(topic.name))
+        return dataclasses.replace(topic, topic_authorized_operations=bits)
 
 
 # --- DescribeTopicPartitions -------------------------------------------------------------

@@ -54,6 +54,7 @@ ALICE = Principal(name="alice", mechanism="PLAIN")
 CLUSTER = (ResourceType.CLUSTER, CLUSTER_NAME)
 CREATE_TOPICS, DELETE_TOPICS, CREATE_PARTITIONS = 19, 20, 37
 DESCRIBE_CONFIGS, ALTER_CONFIGS, INCREMENTAL_ALTER_CONFIGS = 32, 33, 44
+DESCRIBE_CLUSTER = 60
 TOPIC_CONFIG, BROKER_CONFIG, BROKER_LOGGER, CLIENT_METRICS, GROUP_CONFIG = 2, 4, 8, 16, 32
 ZERO_UUID = uuid.UUID(int=0)
 
@@ -165,7 +166,7 @@ def denial_triples(verdict: RequestVerdict) -> set[tuple[Any, ...]]:
 
 def test_handlers_cover_the_admin_apis_and_nothing_unauthorized() -> None:
     expected = {CREATE_TOPICS, DELETE_TOPICS, CREATE_PARTITIONS, DESCRIBE_CONFIGS}
-    expected |= {ALTER_CONFIGS, INCREMENTAL_ALTER_CONFIGS, *CLUSTER_OPERATIONS}
+    expected |= {ALTER_CONFIGS, INCREMENTAL_ALTER_CONFIGS, DESCRIBE_CLUSTER, *CLUSTER_OPERATIONS}
     assert set(HANDLERS) == expected
     assert not set(HANDLERS) & NO_AUTHORIZATION
     assert not set(UNLISTED_CLUSTER_OPERATIONS) & set(HANDLERS)
@@ -624,6 +625,131 @@ def test_a_refusal_that_cannot_be_answered_closes_the_connection() -> None:
     verdict = authorize(context(), frame, 43, 0)
     assert verdict.forward is None and verdict.local_response is None
     assert verdict.close_connection is not None and "elect_leaders" in verdict.close_connection
+
+
+# --- DescribeCluster --------------------------------------------------------------
+
+#: Kafka's value of a bit field nobody asked for.
+OMITTED = -(2**31)
+#: What the broker computes for the gateway's own (powerful) upstream login.
+GATEWAY_CLUSTER_BITS = sum(1 << code for code in (2, 5, 7, 8, 9, 10, 11, 12))
+#: Bits of every cluster operation Kafka reports (``AclEntry.supportedOperations(CLUSTER)``):
+#: Create 5, Alter 7, Describe 8, ClusterAction 9, DescribeConfigs 10, AlterConfigs 11,
+#: IdempotentWrite 12.
+ALL_CLUSTER_BITS = 0b1_1111_1010_0000
+CLUSTER_BIT_OPERATIONS = {
+    Operation.CREATE: 5,
+    Operation.ALTER: 7,
+    Operation.DESCRIBE: 8,
+    Operation.CLUSTER_ACTION: 9,
+    Operation.DESCRIBE_CONFIGS: 10,
+    Operation.ALTER_CONFIGS: 11,
+    Operation.IDEMPOTENT_WRITE: 12,
+}
+
+
+def describe_cluster_frame(version: int, *, with_operations: bool) -> bytes:
+    return request_frame(
+        DESCRIBE_CLUSTER,
+        version,
+        include_cluster_authorized_operations=with_operations,
+        endpoint_type=1,
+        include_fenced_brokers=False,
+    )
+
+
+def describe_cluster_upstream(
+    version: int, bits: int = GATEWAY_CLUSTER_BITS, error_code: int = 0
+) -> bytes:
+    broker = response_entry(
+        DESCRIBE_CLUSTER, version, "brokers", broker_id=1, host="kafka-1", port=9092, rack="r1"
+    )
+    return upstream_frame(
+        DESCRIBE_CLUSTER,
+        version,
+        throttle_time=datetime.timedelta(milliseconds=3),
+        error_code=error_code,
+        error_message=None if error_code == 0 else "mismatched endpoint type",
+        cluster_id="cluster-1",
+        controller_id=1,
+        brokers=(broker,),
+        cluster_authorized_operations=bits,
+    )
+
+
+def test_describe_cluster_is_inspected_now() -> None:
+    assert DESCRIBE_CLUSTER not in NO_AUTHORIZATION
+
+
+@pytest.mark.parametrize("version", versions(DESCRIBE_CLUSTER))
+def test_describe_cluster_without_operations_is_forwarded_untouched(version: int) -> None:
+    frame = describe_cluster_frame(version, with_operations=False)
+    ctx = context()
+    verdict = authorize(ctx, frame, DESCRIBE_CLUSTER, version)
+    assert verdict.forward is frame
+    assert verdict.transform is None and verdict.local_response is None
+    assert verdict.denials == [] and ctx.authorizer.asked == []
+
+
+@pytest.mark.parametrize("version", versions(DESCRIBE_CLUSTER))
+def test_describe_cluster_operations_are_the_clients(version: int) -> None:
+    frame = describe_cluster_frame(version, with_operations=True)
+    ctx = context(on_cluster(Operation.DESCRIBE), on_cluster(Operation.IDEMPOTENT_WRITE))
+    verdict = authorize(ctx, frame, DESCRIBE_CLUSTER, version)
+    assert verdict.forward is frame and verdict.local_response is None
+    assert ctx.authorizer.asked == []  # asked when the answer comes back
+    upstream = describe_cluster_upstream(version)
+    answer = transformed(verdict, upstream, DESCRIBE_CLUSTER, version)
+    assert answer.cluster_authorized_operations == (1 << 8) | (1 << 12)
+    expected = dataclasses.replace(
+        decode_response(upstream, DESCRIBE_CLUSTER, version),
+        cluster_authorized_operations=(1 << 8) | (1 << 12),
+    )
+    assert answer == expected  # nothing else changes
+    # Each cluster operation asked once; probes refuse nothing.
+    assert Counter(ctx.authorizer.asked) == Counter(on_cluster(op) for op in CLUSTER_BIT_OPERATIONS)
+    assert verdict.denials == []
+
+
+@pytest.mark.parametrize("version", versions(DESCRIBE_CLUSTER))
+def test_describe_cluster_operations_of_a_principal_with_every_cluster_right(version: int) -> None:
+    ctx = context(*(on_cluster(op) for op in Operation))
+    verdict = authorize(ctx, describe_cluster_frame(version, with_operations=True), 60, version)
+    answer = transformed(verdict, describe_cluster_upstream(version), DESCRIBE_CLUSTER, version)
+    assert answer.cluster_authorized_operations == ALL_CLUSTER_BITS
+
+
+@pytest.mark.parametrize("version", versions(DESCRIBE_CLUSTER))
+def test_describe_cluster_operations_are_zero_without_cluster_describe(version: int) -> None:
+    """As Kafka: no Describe on the cluster, no bits at all (Alter alone is not shown)."""
+    ctx = context(on_cluster(Operation.ALTER))
+    verdict = authorize(ctx, describe_cluster_frame(version, with_operations=True), 60, version)
+    answer = transformed(verdict, describe_cluster_upstream(version), DESCRIBE_CLUSTER, version)
+    assert answer.cluster_authorized_operations == 0
+    assert verdict.denials == []
+
+
+@pytest.mark.parametrize("version", versions(DESCRIBE_CLUSTER))
+def test_describe_cluster_error_answer_passes_unchanged(version: int) -> None:
+    ctx = context(on_cluster(Operation.DESCRIBE))
+    verdict = authorize(ctx, describe_cluster_frame(version, with_operations=True), 60, version)
+    assert verdict.transform is not None
+    upstream = describe_cluster_upstream(version, bits=OMITTED, error_code=INVALID_REQUEST)
+    assert verdict.transform(upstream) is upstream
+
+
+@settings(max_examples=60, deadline=None)
+@given(granted=st.sets(st.sampled_from(list(CLUSTER_BIT_OPERATIONS))))
+def test_describe_cluster_bits_are_exactly_the_granted_operations(
+    granted: set[Operation],
+) -> None:
+    ctx = context(*(on_cluster(op) for op in granted))
+    verdict = authorize(ctx, describe_cluster_frame(2, with_operations=True), DESCRIBE_CLUSTER, 2)
+    answer = transformed(verdict, describe_cluster_upstream(2), DESCRIBE_CLUSTER, 2)
+    expected = 0
+    if Operation.DESCRIBE in granted:
+        expected = sum(1 << CLUSTER_BIT_OPERATIONS[op] for op in granted)
+    assert answer.cluster_authorized_operations == expected
 
 
 # --- authorize_unlisted -----------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -1027,6 +1028,209 @@ def test_metadata_topics_by_id_are_filtered_by_name(version: int) -> None:
     refused = answer.topics[1]
     assert (refused.error_code, refused.name, refused.topic_id) == (DENIED, None, theirs)
     assert refused.partitions == () and refused.is_internal is False
+
+
+# --- Metadata authorized operations ---------------------------------------------------------
+
+OMITTED = -(2**31)
+#: AclOperation codes of the operations Kafka reports for a topic.
+TOPIC_BITS = {
+    Operation.READ: 3,
+    Operation.WRITE: 4,
+    Operation.CREATE: 5,
+    Operation.DELETE: 6,
+    Operation.ALTER: 7,
+    Operation.DESCRIBE: 8,
+    Operation.DESCRIBE_CONFIGS: 10,
+    Operation.ALTER_CONFIGS: 11,
+}
+ALL_TOPIC_BITS = 0b1101_1111_1000
+#: What the broker computes for the gateway's own upstream login (more than the client has).
+GATEWAY_BITS = ALL_TOPIC_BITS | (1 << 2)
+GATEWAY_CLUSTER_BITS = 0b1_1111_1010_0000
+OPERATIONS_VERSIONS = [8, 10, 12, 13]
+
+
+def metadata_operations_request(
+    version: int,
+    names: Sequence[str | uuid.UUID] | None,
+    *,
+    topic_ops: bool = True,
+    cluster_ops: bool = False,
+    auto_create: bool = False,
+) -> Any:
+    request = metadata_request(version, names, auto_create=auto_create)
+    changes: dict[str, bool] = {"include_topic_authorized_operations": topic_ops}
+    if version <= 10:
+        changes["include_cluster_authorized_operations"] = cluster_ops
+    return dataclasses.replace(request, **changes)
+
+
+def with_gateway_bits(upstream: Any) -> Any:
+    """The broker's answer: every named topic carries the gateway login's bits."""
+    topics = tuple(
+        dataclasses.replace(t, topic_authorized_operations=GATEWAY_BITS)
+        if t.error_code != DENIED
+        else t
+        for t in upstream.topics
+    )
+    changes: dict[str, Any] = {"topics": topics}
+    if hasattr(upstream, "cluster_authorized_operations"):
+        changes["cluster_authorized_operations"] = GATEWAY_CLUSTER_BITS
+    return dataclasses.replace(upstream, **changes)
+
+
+def topic_bits(response: Any) -> list[tuple[str | None, int]]:
+    return [(t.name, t.topic_authorized_operations) for t in response.topics]
+
+
+@pytest.mark.parametrize("version", OPERATIONS_VERSIONS)
+def test_metadata_topic_operations_are_the_clients(version: int) -> None:
+    frame = request_frame(3, version, metadata_operations_request(version, ["t"]))
+    ctx = context(*topic_grants(Operation.READ, "t"), *topic_grants(Operation.DESCRIBE, "t"))
+    verdict = data.authorize_metadata(ctx, frame, version)
+    assert verdict.forward is frame and verdict.denials == []
+    upstream = with_gateway_bits(metadata_upstream(version, [("t", NONE, uuid.uuid4())]))
+    answer = transformed(verdict, 3, version, upstream)
+    assert topic_bits(answer) == [("t", (1 << 3) | (1 << 8))]
+    expected_topic = dataclasses.replace(upstream.topics[0], topic_authorized_operations=264)
+    assert answer == dataclasses.replace(upstream, topics=(expected_topic,))
+    # The probes refuse nothing; each operation is asked once (Describe at request time).
+    assert verdict.denials == []
+    assert Counter(ctx.authorizer.calls) == Counter((op, TOPIC, "t") for op in TOPIC_BITS)
+
+
+@pytest.mark.parametrize("version", OPERATIONS_VERSIONS)
+def test_metadata_topic_operations_of_a_super_user_on_all_topics(version: int) -> None:
+    frame = request_frame(3, version, metadata_operations_request(version, None))
+    verdict = data.authorize_metadata(context(allow_all=True), frame, version)
+    upstream = with_gateway_bits(metadata_upstream(version, [("a", NONE, None), ("b", NONE, None)]))
+    answer = transformed(verdict, 3, version, upstream)
+    assert topic_bits(answer) == [("a", ALL_TOPIC_BITS), ("b", ALL_TOPIC_BITS)]
+
+
+@pytest.mark.parametrize("version", OPERATIONS_VERSIONS)
+def test_metadata_topic_operations_compose_with_the_topic_filter(version: int) -> None:
+    """All topics: hidden topics are left out first, the rest get the client's bits."""
+    frame = request_frame(3, version, metadata_operations_request(version, None))
+    ctx = context(*topic_grants(Operation.DESCRIBE, "a"), *topic_grants(Operation.WRITE, "a"))
+    verdict = data.authorize_metadata(ctx, frame, version)
+    upstream = with_gateway_bits(
+        metadata_upstream(version, [("secret", NONE, None), ("a", NONE, None)])
+    )
+    answer = transformed(verdict, 3, version, upstream)
+    assert topic_bits(answer) == [("a", (1 << 4) | (1 << 8))]
+    assert verdict.denials == []  # neither the filter nor the probes refuse anything
+    # The filter's Describe answers are reused for the bits, never asked twice.
+    assert max(Counter(ctx.authorizer.calls).values()) == 1
+    assert (Operation.READ, TOPIC, "secret") not in ctx.authorizer.calls  # hidden: no bits
+
+
+@pytest.mark.parametrize("version", OPERATIONS_VERSIONS)
+def test_metadata_topic_operations_of_error_entries(version: int) -> None:
+    """Refused entries carry no bits (as Kafka's); other errors get the client's bits."""
+    names = ["new", "gone", "secret"]
+    request = metadata_operations_request(version, names, auto_create=True)
+    frame = request_frame(3, version, request)
+    ctx = context(
+        *topic_grants(Operation.DESCRIBE, "new", "gone"), (Operation.CREATE, TOPIC, "gone")
+    )
+    verdict = data.authorize_metadata(ctx, frame, version)
+    assert verdict.denials == [denial(Operation.DESCRIBE, "secret")]
+    unknown = ErrorCode.unknown_topic_or_partition
+    upstream = with_gateway_bits(
+        metadata_upstream(version, [("new", unknown, None), ("gone", unknown, None)])
+    )
+    answer = transformed(verdict, 3, version, upstream)
+    assert metadata_topics(answer) == [
+        ("new", DENIED, 0),
+        ("gone", unknown, 0),
+        ("secret", DENIED, 0),
+    ]
+    gone_bits = (1 << 5) | (1 << 8)
+    assert topic_bits(answer) == [("new", OMITTED), ("gone", gone_bits), ("secret", OMITTED)]
+
+
+@pytest.mark.parametrize("version", [12, 13])
+def test_metadata_topic_operations_leave_hidden_ids_alone(version: int) -> None:
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    frame = request_frame(3, version, metadata_operations_request(version, [mine, theirs]))
+    ctx = context(*topic_grants(Operation.DESCRIBE, "mine"))
+    verdict = data.authorize_metadata(ctx, frame, version)
+    upstream = with_gateway_bits(
+        metadata_upstream(version, [("mine", NONE, mine), ("theirs", NONE, theirs)])
+    )
+    answer = transformed(verdict, 3, version, upstream)
+    assert topic_bits(answer) == [("mine", 1 << 8), (None, OMITTED)]
+    assert answer.topics[1].topic_id == theirs
+
+
+@pytest.mark.parametrize("version", [8, 9, 10])
+def test_metadata_cluster_operations_are_the_clients(version: int) -> None:
+    frame = request_frame(
+        3, version, metadata_operations_request(version, ["t"], topic_ops=False, cluster_ops=True)
+    )
+    ctx = context(
+        *topic_grants(Operation.DESCRIBE, "t"),
+        (Operation.DESCRIBE, CLUSTER, CLUSTER_NAME),
+        (Operation.IDEMPOTENT_WRITE, CLUSTER, CLUSTER_NAME),
+    )
+    verdict = data.authorize_metadata(ctx, frame, version)
+    assert verdict.forward is frame
+    upstream = with_gateway_bits(metadata_upstream(version, [("t", NONE, None)]))
+    answer = transformed(verdict, 3, version, upstream)
+    assert answer.cluster_authorized_operations == (1 << 8) | (1 << 12)
+    assert answer.topics == upstream.topics  # topic bits were not asked for
+    # Without Describe on the cluster Kafka reports no cluster operation at all.
+    ctx = context(*topic_grants(Operation.DESCRIBE, "t"), (Operation.ALTER, CLUSTER, CLUSTER_NAME))
+    verdict = data.authorize_metadata(ctx, frame, version)
+    assert transformed(verdict, 3, version, upstream).cluster_authorized_operations == 0
+    assert verdict.denials == []
+
+
+@pytest.mark.parametrize("version", [8, 10])
+def test_metadata_cluster_operations_not_asked_stay_omitted(version: int) -> None:
+    frame = request_frame(3, version, metadata_operations_request(version, ["t"]))
+    verdict = data.authorize_metadata(context(allow_all=True), frame, version)
+    upstream = metadata_upstream(version, [("t", NONE, None)])
+    answer = transformed(verdict, 3, version, upstream)
+    assert answer.cluster_authorized_operations == OMITTED
+    assert topic_bits(answer) == [("t", ALL_TOPIC_BITS)]
+
+
+@pytest.mark.parametrize("version", OPERATIONS_VERSIONS)
+def test_metadata_without_operations_flags_is_unchanged(version: int) -> None:
+    """Not asked: the same verdict as before, same authorizer calls, no transform."""
+    request = metadata_operations_request(version, ["t"], topic_ops=False)
+    frame = request_frame(3, version, request)
+    ctx = context(*topic_grants(Operation.DESCRIBE, "t"))
+    assert_forwarded_as_is(data.authorize_metadata(ctx, frame, version), frame)
+    assert ctx.authorizer.calls == topic_grants(Operation.DESCRIBE, "t")
+    # All topics: only the topic filter, which returns the upstream frame itself.
+    all_frame = request_frame(
+        3, version, metadata_operations_request(version, None, topic_ops=False)
+    )
+    verdict = data.authorize_metadata(context(allow_all=True), all_frame, version)
+    upstream = upstream_frame(
+        3, version, with_gateway_bits(metadata_upstream(version, [("t", NONE, None)]))
+    )
+    assert verdict.transform is not None and verdict.transform(upstream) is upstream
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    granted=st.sets(st.sampled_from(list(TOPIC_BITS))), version=st.sampled_from(OPERATIONS_VERSIONS)
+)
+def test_metadata_topic_bits_are_exactly_the_granted_operations(
+    granted: set[Operation], version: int
+) -> None:
+    ctx = context(*topic_grants(Operation.DESCRIBE, "t"), *((op, TOPIC, "t") for op in granted))
+    frame = request_frame(3, version, metadata_operations_request(version, ["t"]))
+    verdict = data.authorize_metadata(ctx, frame, version)
+    upstream = with_gateway_bits(metadata_upstream(version, [("t", NONE, None)]))
+    answer = transformed(verdict, 3, version, upstream)
+    expected = sum(1 << TOPIC_BITS[op] for op in granted | {Operation.DESCRIBE})
+    assert topic_bits(answer) == [("t", expected)]
 
 
 # --- DescribeTopicPartitions -------------------------------------------------------------
