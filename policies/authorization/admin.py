@@ -32,9 +32,9 @@ from codec.errors import (
     error_name,
 )
 from codec.headers import peek_api, response_correlation_id
-from policies.acl.model import CLUSTER_NAME, AclDecision, Operation, ResourceType
+from policies.acl.model import CLUSTER_NAME, Operation, ResourceType
 from policies.authorization import Handler
-from policies.authorization.data import RequestChecks, cluster_authorized_operations
+from policies.authorization.data import cluster_authorized_operations
 from policies.authorization.error_response import (
     AUTHORIZATION_FAILED_MESSAGE,
     build_entity,
@@ -50,6 +50,7 @@ from policies.authorization.messages import (
     encode_response,
     response_class,
 )
+from policies.authorization.splitting import Decisions
 from policies.authorization.verdict import (
     AuthorizationContext,
     Denial,
@@ -117,40 +118,6 @@ UNLISTED_CLUSTER_OPERATIONS: Final[Mapping[int, Operation]] = {
 # --- Decisions --------------------------------------------------------------------
 
 
-class _Checks:
-    """The authorizer's decisions for one request.
-
-    Each (operation, resource) is asked once; each refusal is recorded once as a
-    :class:`Denial`, unless the check is one Kafka makes without logging a denial
-    (``audit=False``: a cluster-wide permission tried before the per-resource one, or
-    DescribeConfigs on a created topic).
-    """
-
-    __slots__ = ("_audited", "_context", "_decisions", "denials")
-
-    def __init__(self, context: AuthorizationContext) -> None:
-        self._context = context
-        self._decisions: dict[tuple[Operation, ResourceType, str], AclDecision] = {}
-        self._audited: set[tuple[Operation, ResourceType, str]] = set()
-        self.denials: list[Denial] = []
-
-    def allows(
-        self, operation: Operation, resource_type: ResourceType, name: str, *, audit: bool = True
-    ) -> bool:
-        key = (operation, resource_type, name)
-        decision = self._decisions.get(key)
-        if decision is None:
-            context = self._context
-            decision = context.authorizer.authorize(
-                context.principal, operation, resource_type, name
-            )
-            self._decisions[key] = decision
-        if not decision.allowed and audit and key not in self._audited:
-            self._audited.add(key)
-            self.denials.append(Denial(operation, resource_type, name, decision.rule))
-        return decision.allowed
-
-
 # --- Verdicts ---------------------------------------------------------------------
 
 
@@ -188,7 +155,7 @@ def _per_entry_verdict(
     request: tuple[int, Any],
     keys: Sequence[Hashable],
     refusals: Mapping[Hashable, Mapping[str, Any]],
-    checks: _Checks,
+    checks: Decisions,
     adjust: Callable[[Any], Any] | None = None,
 ) -> RequestVerdict:
     """Forward the entries not refused, answer the refused ones locally, merge in order.
@@ -300,7 +267,7 @@ def _authorize_create_topics(
     """
     request = decode_request(frame)
     names = [topic.name for topic in request[1].topics]
-    checks = _Checks(context)
+    checks = Decisions(context)
     on_cluster = checks.allows(Operation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME, audit=False)
     refused = {
         name
@@ -372,7 +339,7 @@ def _authorize_delete_topics(
     shape = _EntryShape(DELETE_TOPICS, field, "responses", _deleted_topic_keys)
     entries = getattr(body, field)
     keys = [_delete_key(entry, by_id) for entry in entries]
-    checks = _Checks(context)
+    checks = Decisions(context)
     if checks.allows(Operation.DELETE, ResourceType.CLUSTER, CLUSTER_NAME, audit=False):
         return RequestVerdict(forward=frame)
     refusals: dict[Hashable, Mapping[str, Any]] = {}
@@ -394,7 +361,7 @@ def _delete_key(entry: Any, by_id: bool) -> tuple[str, Any]:
 
 
 def _delete_refusal(
-    context: AuthorizationContext, checks: _Checks, kind: str, value: Any
+    context: AuthorizationContext, checks: Decisions, kind: str, value: Any
 ) -> Mapping[str, Any] | None:
     if kind == "name":
         if checks.allows(Operation.DELETE, ResourceType.TOPIC, value):
@@ -431,7 +398,7 @@ def _authorize_create_partitions(
     """Alter on each topic; Kafka sets no message (``ControllerApis.createPartitions``)."""
     request = decode_request(frame)
     names = [topic.name for topic in request[1].topics]
-    checks = _Checks(context)
+    checks = Decisions(context)
     refusals: dict[Hashable, Mapping[str, Any]] = {
         name: {"name": name, "error_code": TOPIC_AUTHORIZATION_FAILED, "error_message": None}
         for name in names
@@ -534,7 +501,7 @@ def _authorize_configs(
     does not know is answered INVALID_REQUEST (the broker does so before forwarding)."""
     resources = request[1].resources
     keys: list[Hashable] = [(r.resource_type, r.resource_name) for r in resources]
-    checks = _Checks(context)
+    checks = Decisions(context)
     refusals: dict[Hashable, Mapping[str, Any]] = {}
     for resource, key in zip(resources, keys, strict=True):
         error_code, message = _config_refusal(checks, operation, targets, resource)
@@ -549,7 +516,7 @@ def _authorize_configs(
 
 
 def _config_refusal(
-    checks: _Checks, operation: Operation, targets: _ConfigTargets, resource: Any
+    checks: Decisions, operation: Operation, targets: _ConfigTargets, resource: Any
 ) -> tuple[int, str | None]:
     target = targets.get(resource.resource_type)
     if target is None:
@@ -572,7 +539,7 @@ def _cluster_operation_handler(api_key: int, operation: Operation) -> Handler:
     """
 
     def authorize(context: AuthorizationContext, frame: bytes, api_version: int) -> RequestVerdict:
-        checks = _Checks(context)
+        checks = Decisions(context)
         if checks.allows(operation, ResourceType.CLUSTER, CLUSTER_NAME):
             return RequestVerdict(forward=frame)
         return _refuse_whole(
@@ -594,7 +561,7 @@ def authorize_unlisted(
     get CLUSTER_AUTHORIZATION_FAILED in whatever shape the response has; one whose
     response cannot carry it closes the connection.
     """
-    checks = _Checks(context)
+    checks = Decisions(context)
     required = UNLISTED_CLUSTER_OPERATIONS.get(api_key, Operation.ALL)
     if checks.allows(required, ResourceType.CLUSTER, CLUSTER_NAME):
         return RequestVerdict(forward=frame)
@@ -632,7 +599,7 @@ def _cluster_operations_rewrite(
         body = decode_response(frame, DESCRIBE_CLUSTER, api_version)
         if body.error_code != NONE:  # Kafka computes nothing for a failed request
             return frame
-        bits = cluster_authorized_operations(RequestChecks(context))
+        bits = cluster_authorized_operations(Decisions(context))
         body = dataclasses.replace(body, cluster_authorized_operations=bits)
         correlation_id = response_correlation_id(frame)
         return encode_response(correlation_id, DESCRIBE_CLUSTER, api_version, body)

@@ -6,14 +6,15 @@ DescribeTopicPartitions (75). Like Kafka's ``KafkaApis``, a refused topic does
 not fail the request: its partitions are answered with an error (usually
 ``TOPIC_AUTHORIZATION_FAILED``), the rest goes to the broker, and the two
 answers are merged. Every decision goes through
-:class:`RequestChecks`, which asks each (operation, resource) once per request
-and keeps a :class:`~policies.authorization.verdict.Denial` per refusal.
+:class:`~policies.authorization.splitting.Decisions`, which asks each (operation,
+resource) once per request and keeps a :class:`~policies.authorization.verdict.Denial`
+per refusal.
 
 When everything is allowed the handlers return the original frame object, so
 the common case costs one scan and a few authorizer calls, never a re-encode.
 
 Reusable pieces (for other API families with the same topic/partition shape):
-:class:`RequestChecks`, :func:`build_entity`, :func:`encode_entity`,
+:func:`encode_entity`,
 :class:`TopicPartitionsShape`, :func:`merge_in_client_order` and
 :func:`authorize_by_topic` with a :class:`PartitionedApi` description.
 
@@ -72,6 +73,7 @@ from policies.authorization.messages import (
     encode_response,
     response_class,
 )
+from policies.authorization.splitting import Decisions, build
 from policies.authorization.verdict import (
     AuthorizationContext,
     Denial,
@@ -85,14 +87,12 @@ __all__ = [
     "HANDLERS",
     "TOPIC_OPERATIONS",
     "PartitionedApi",
-    "RequestChecks",
     "TopicPartitionsShape",
     "authorize_by_topic",
     "authorize_describe_topic_partitions",
     "authorize_fetch",
     "authorize_metadata",
     "authorize_produce",
-    "build_entity",
     "cluster_authorized_operations",
     "encode_entity",
     "kio_entity",
@@ -123,44 +123,6 @@ TopicKey = Hashable
 # --- decisions -------------------------------------------------------------------------
 
 
-class RequestChecks:
-    """The authorization questions of one request: each asked once, refusals kept for audit.
-
-    ``audit=False`` marks a probe whose refusal does not by itself refuse
-    anything (Kafka's ``logIfDenied = false``), e.g. Create on the cluster before
-    Create on the topic.
-    """
-
-    __slots__ = ("_answers", "_audited", "_context", "denials")
-
-    def __init__(self, context: AuthorizationContext) -> None:
-        self._context = context
-        self._answers: dict[tuple[Operation, ResourceType, str], tuple[bool, str]] = {}
-        self._audited: set[tuple[Operation, ResourceType, str]] = set()
-        self.denials: list[Denial] = []
-
-    def allowed(
-        self, operation: Operation, resource_type: ResourceType, name: str, *, audit: bool = True
-    ) -> bool:
-        key = (operation, resource_type, name)
-        answer = self._answers.get(key)
-        if answer is None:
-            context = self._context
-            decision = context.authorizer.authorize(
-                context.principal, operation, resource_type, name
-            )
-            answer = (decision.allowed, decision.rule)
-            self._answers[key] = answer
-        allowed, rule = answer
-        if not allowed and audit and key not in self._audited:
-            self._audited.add(key)
-            self.denials.append(Denial(operation, resource_type, name, rule))
-        return allowed
-
-    def topic(self, operation: Operation, name: str, *, audit: bool = True) -> bool:
-        return self.allowed(operation, TOPIC, name, audit=audit)
-
-
 # --- kio helpers -----------------------------------------------------------------------
 
 
@@ -170,16 +132,7 @@ def kio_entity(container: type[Any], name: str) -> type[Any]:
     return cls
 
 
-_FIELD_NAMES: dict[type[Any], frozenset[str]] = {}
 _WRITERS: dict[type[Any], Any] = {}
-
-
-def build_entity(cls: type[Any], **values: Any) -> Any:
-    """``cls(**values)`` ignoring fields this version lacks: one call builds every version."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
-    return cls(**{key: value for key, value in values.items() if key in names})
 
 
 def encode_entity(entity: Any) -> bytes:
@@ -241,7 +194,7 @@ CLUSTER_RESOURCE_OPERATIONS: Final[tuple[tuple[Operation, int], ...]] = (
 
 
 def _operation_bits(
-    checks: RequestChecks,
+    checks: Decisions,
     resource_type: ResourceType,
     name: str,
     operations: tuple[tuple[Operation, int], ...],
@@ -250,23 +203,23 @@ def _operation_bits(
     # refuses nothing.
     bits = 0
     for operation, code in operations:
-        if checks.allowed(operation, resource_type, name, audit=False):
+        if checks.allows(operation, resource_type, name, audit=False):
             bits |= 1 << code
     return bits
 
 
-def topic_authorized_operations(checks: RequestChecks, name: str) -> int:
+def topic_authorized_operations(checks: Decisions, name: str) -> int:
     """A topic's ``topic_authorized_operations`` bit field for the client's principal."""
     return _operation_bits(checks, TOPIC, name, TOPIC_OPERATIONS)
 
 
-def cluster_authorized_operations(checks: RequestChecks) -> int:
+def cluster_authorized_operations(checks: Decisions) -> int:
     """The ``cluster_authorized_operations`` bit field for the client's principal.
 
     As Kafka (Metadata v8-10, DescribeCluster): 0 without Describe on the cluster.
     """
     cluster = ResourceType.CLUSTER
-    if not checks.allowed(Operation.DESCRIBE, cluster, CLUSTER_NAME, audit=False):
+    if not checks.allows(Operation.DESCRIBE, cluster, CLUSTER_NAME, audit=False):
         return 0
     return _operation_bits(checks, cluster, CLUSTER_NAME, CLUSTER_RESOURCE_OPERATIONS)
 
@@ -356,7 +309,7 @@ def merge_in_client_order(
 def _topic_entry(
     cls: type[Any], shape: TopicPartitionsShape, key: TopicKey, parts: list[Any]
 ) -> Any:
-    return build_entity(cls, **{shape.name: key, shape.partitions: tuple(parts)})
+    return build(cls, **{shape.name: key, shape.partitions: tuple(parts)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,8 +335,8 @@ def authorize_by_topic(
 ) -> RequestVerdict:
     """Check ``api.operation`` on every topic; refused topics are answered locally."""
     body_offset, request = decode_request(frame)
-    checks = RequestChecks(context)
-    if api.cluster_override is not None and checks.allowed(
+    checks = Decisions(context)
+    if api.cluster_override is not None and checks.allows(
         api.cluster_override, ResourceType.CLUSTER, CLUSTER_NAME, audit=False
     ):
         return RequestVerdict(forward=frame)
@@ -391,7 +344,7 @@ def authorize_by_topic(
     refused = {
         name: errors.TOPIC_AUTHORIZATION_FAILED
         for name in names
-        if not checks.topic(api.operation, str(name))
+        if not checks.allows_topic(api.operation, str(name))
     }
     if not refused:
         return RequestVerdict(forward=frame)
@@ -420,7 +373,7 @@ def split_by_topic(
         code = local_errors.get(key)
         if code is None:
             return None
-        return build_entity(
+        return build(
             partition_cls,
             **{index_field: index, "error_code": ErrorCode(code)},
             **api.refused_fields,
@@ -434,9 +387,7 @@ def split_by_topic(
     )
     if not forwarded:
         topics = merge_in_client_order(client_order, (), local_partition, api.response, topic_cls)
-        body = build_entity(
-            response_cls, throttle_time=ZERO_THROTTLE, **{api.response.topics: topics}
-        )
+        body = build(response_cls, throttle_time=ZERO_THROTTLE, **{api.response.topics: topics})
         local = encode_response(_correlation_id(frame), api.api_key, version, body)
         return RequestVerdict(forward=None, local_response=local, denials=denials)
 
@@ -544,7 +495,7 @@ def authorize_produce(context: AuthorizationContext, frame: bytes, version: int)
         summary = produce_topics(frame, body_offset, version)
     except CodecError as exc:
         raise MessageError(f"malformed Produce v{version} request: {exc}") from None
-    checks = RequestChecks(context)
+    checks = Decisions(context)
     local_errors = _produce_local_errors(context, checks, summary, version)
     if not local_errors:
         return RequestVerdict(forward=frame)
@@ -582,11 +533,11 @@ def authorize_produce(context: AuthorizationContext, frame: bytes, version: int)
 
 
 def _produce_local_errors(
-    context: AuthorizationContext, checks: RequestChecks, summary: ProduceSummary, version: int
+    context: AuthorizationContext, checks: Decisions, summary: ProduceSummary, version: int
 ) -> dict[TopicKey, int]:
     keys = [_produce_key(topic, version) for topic in summary.topics]
     txn = summary.transactional_id
-    if txn is not None and not checks.allowed(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn):
+    if txn is not None and not checks.allows(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn):
         return dict.fromkeys(keys, errors.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     local_errors: dict[TopicKey, int] = {}
     for key in dict.fromkeys(keys):
@@ -597,7 +548,7 @@ def _produce_local_errors(
                 continue
         else:
             name = str(key)
-        if not checks.topic(Operation.WRITE, name):
+        if not checks.allows_topic(Operation.WRITE, name):
             local_errors[key] = errors.TOPIC_AUTHORIZATION_FAILED
     return local_errors
 
@@ -623,7 +574,7 @@ class _ProduceMerge:
         code = self.local_errors.get(key)
         if code is None:
             return None
-        return build_entity(
+        return build(
             self.partition_cls,
             index=index,
             error_code=ErrorCode(code),
@@ -639,7 +590,7 @@ class _ProduceMerge:
             self.client_order, upstream_topics, self.local_partition, self.shape, self.topic_cls
         )
         if upstream is None:
-            return build_entity(self.response_cls, responses=topics, throttle_time=ZERO_THROTTLE)
+            return build(self.response_cls, responses=topics, throttle_time=ZERO_THROTTLE)
         return dataclasses.replace(upstream, responses=topics)
 
     def transform(self, upstream_frame: bytes) -> bytes:
@@ -732,7 +683,7 @@ def authorize_fetch(context: AuthorizationContext, frame: bytes, version: int) -
     entries are appended to its topics array by splicing bytes.
     """
     body_offset, request = decode_request(frame)
-    checks = RequestChecks(context)
+    checks = Decisions(context)
     local_errors = _fetch_local_errors(context, checks, request, version)
     if not local_errors:
         return RequestVerdict(forward=frame)
@@ -748,7 +699,7 @@ def authorize_fetch(context: AuthorizationContext, frame: bytes, version: int) -
     forwarded = tuple(t for t in request.topics if getattr(t, key_field) not in local_errors)
     full_fetch = version < _FIRST_FETCH_SESSION or request.session_epoch <= 0
     if not forwarded and full_fetch:
-        body = build_entity(
+        body = build(
             response_cls,
             throttle_time=ZERO_THROTTLE,
             error_code=ErrorCode.none,
@@ -767,7 +718,7 @@ def authorize_fetch(context: AuthorizationContext, frame: bytes, version: int) -
 
 
 def _fetch_local_errors(
-    context: AuthorizationContext, checks: RequestChecks, request: Any, version: int
+    context: AuthorizationContext, checks: Decisions, request: Any, version: int
 ) -> dict[TopicKey, int]:
     by_id = version >= _FIRST_FETCH_TOPIC_ID
     keys = dict.fromkeys(t.topic_id if by_id else t.topic for t in request.topics)
@@ -775,7 +726,7 @@ def _fetch_local_errors(
         request.replica_state.replica_id if version >= _FIRST_REPLICA_STATE else request.replica_id
     )
     if replica_id >= 0:  # a follower: Kafka checks the cluster, not the topics
-        if checks.allowed(Operation.CLUSTER_ACTION, ResourceType.CLUSTER, CLUSTER_NAME):
+        if checks.allows(Operation.CLUSTER_ACTION, ResourceType.CLUSTER, CLUSTER_NAME):
             return {}
         return dict.fromkeys(keys, errors.TOPIC_AUTHORIZATION_FAILED)
     local_errors: dict[TopicKey, int] = {}
@@ -783,7 +734,7 @@ def _fetch_local_errors(
         name = (context.topic_name(key) if key is not None else None) if by_id else key
         if name is None:
             local_errors[key] = UNKNOWN_TOPIC_ID
-        elif not checks.topic(Operation.READ, name):
+        elif not checks.allows_topic(Operation.READ, name):
             local_errors[key] = errors.TOPIC_AUTHORIZATION_FAILED
     return local_errors
 
@@ -798,7 +749,7 @@ def _fetch_local_topic(
     key = getattr(topic, key_field)
     code = ErrorCode(local_errors[key])
     partitions = tuple(
-        build_entity(
+        build(
             partition_cls,
             partition_index=partition.partition,
             error_code=code,
@@ -811,7 +762,7 @@ def _fetch_local_topic(
         )
         for partition in topic.partitions
     )
-    return build_entity(topic_cls, **{key_field: key, "partitions": partitions})
+    return build(topic_cls, **{key_field: key, "partitions": partitions})
 
 
 class _FetchAppend:
@@ -877,7 +828,7 @@ def authorize_metadata(context: AuthorizationContext, frame: bytes, version: int
         return _metadata_topics_verdict(context, frame, version, body_offset, request)
     # One set of answers for the request, the topic filter and the bit fields:
     # each (operation, resource) is asked once.
-    shared = RequestChecks(context)
+    shared = Decisions(context)
     verdict = _metadata_topics_verdict(context, frame, version, body_offset, request, shared)
     rewrite = _MetadataAuthorizedOperations(
         shared, version, topics=with_topics, cluster=with_cluster
@@ -893,7 +844,7 @@ def _metadata_topics_verdict(
     version: int,
     body_offset: int,
     request: Any,
-    shared: RequestChecks | None = None,
+    shared: Decisions | None = None,
 ) -> RequestVerdict:
     """The Describe and Create checks of a Metadata request's topics; ``shared``: the
     checks to use (also in the response filter) instead of fresh ones.
@@ -912,7 +863,7 @@ def _metadata_topics_verdict(
     if topics is None or (version == 0 and not topics):
         topic_filter = _MetadataFilter(context, version, checks=shared)
         return RequestVerdict(forward=frame, transform=topic_filter)
-    checks = RequestChecks(context) if shared is None else shared
+    checks = Decisions(context) if shared is None else shared
     auto_create = version < _FIRST_AUTO_CREATE_FLAG or bool(request.allow_auto_topic_creation)
     refused: dict[str, None] = {}  # dicts as ordered sets: entries follow the client's order
     no_create: dict[str, None] = {}
@@ -925,14 +876,14 @@ def _metadata_topics_verdict(
         name = str(topic.name)
         if name in refused or name in no_create:
             continue
-        if not checks.topic(Operation.DESCRIBE, name):
+        if not checks.allows_topic(Operation.DESCRIBE, name):
             refused[name] = None
         elif auto_create and not _may_create(checks, name):
             no_create[name] = None
     if no_create and version < _FIRST_AUTO_CREATE_FLAG:
         # No flag to turn auto-creation off: refuse (and audit) rather than let it happen.
         for name in no_create:
-            checks.topic(Operation.CREATE, name)
+            checks.allows_topic(Operation.CREATE, name)
             refused[name] = None
         no_create.clear()
     if by_id and version < _FIRST_NULLABLE_TOPIC_NAME:
@@ -961,16 +912,16 @@ def _metadata_topics_verdict(
     return RequestVerdict(forward=forward, transform=transform, denials=checks.denials)
 
 
-def _may_create(checks: RequestChecks, name: str) -> bool:
-    return checks.allowed(
+def _may_create(checks: Decisions, name: str) -> bool:
+    return checks.allows(
         Operation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME, audit=False
-    ) or checks.topic(Operation.CREATE, name, audit=False)
+    ) or checks.allows_topic(Operation.CREATE, name, audit=False)
 
 
 def _metadata_refusal(cls: type[Any], name: str | None, topic_id: uuid.UUID | None) -> bytes:
     """A ``TOPIC_AUTHORIZATION_FAILED`` topic entry as Kafka builds it (no partitions)."""
     return encode_entity(
-        build_entity(
+        build(
             cls,
             error_code=ErrorCode.topic_authorization_failed,
             name=name,
@@ -1007,7 +958,7 @@ class _MetadataFilter:
         context: AuthorizationContext,
         version: int,
         *,
-        checks: RequestChecks | None = None,
+        checks: Decisions | None = None,
         all_topics: bool = True,
         drop_all: bool = False,
         no_create: frozenset[str] = frozenset(),
@@ -1034,7 +985,7 @@ class _MetadataFilter:
         except CodecError as exc:
             raise MessageError(f"malformed Metadata v{version} response: {exc}") from None
         view = memoryview(upstream_frame)
-        checks = self.checks if self.checks is not None else RequestChecks(self.context)
+        checks = self.checks if self.checks is not None else Decisions(self.context)
         entries: list[Buffer] = []
         changed = bool(self.appended)
         for entry in layout.topics:
@@ -1050,7 +1001,7 @@ class _MetadataFilter:
         return b"".join([view[: layout.count_start], count, *entries, view[layout.entries_end :]])
 
     def _entry(
-        self, entry: MetadataTopicEntry, original: memoryview, checks: RequestChecks
+        self, entry: MetadataTopicEntry, original: memoryview, checks: Decisions
     ) -> Buffer | None:
         """``original`` to keep the entry, None to drop it, or replacement bytes."""
         if self.drop_all:
@@ -1059,10 +1010,12 @@ class _MetadataFilter:
         if name is None:
             return original
         if self.all_topics:
-            return original if checks.topic(Operation.DESCRIBE, name, audit=False) else None
+            return original if checks.allows_topic(Operation.DESCRIBE, name, audit=False) else None
         if name in self.no_create and entry.error_code == errors.UNKNOWN_TOPIC_OR_PARTITION:
             return enc_int16(errors.TOPIC_AUTHORIZATION_FAILED) + original[2:]
-        if entry.topic_id in self.by_id and not checks.topic(Operation.DESCRIBE, name, audit=False):
+        if entry.topic_id in self.by_id and not checks.allows_topic(
+            Operation.DESCRIBE, name, audit=False
+        ):
             cls = kio_entity(response_class(METADATA, self.version), "MetadataResponseTopic")
             return _metadata_refusal(cls, None, entry.topic_id)
         return original
@@ -1088,7 +1041,7 @@ class _MetadataAuthorizedOperations:
 
     __slots__ = ("checks", "cluster", "topics", "version")
 
-    def __init__(self, checks: RequestChecks, version: int, *, topics: bool, cluster: bool) -> None:
+    def __init__(self, checks: Decisions, version: int, *, topics: bool, cluster: bool) -> None:
         self.checks = checks
         self.version = version
         self.topics = topics
@@ -1108,7 +1061,7 @@ class _MetadataAuthorizedOperations:
         return encode_response(correlation_id, METADATA, version, body)
 
     @staticmethod
-    def _topic(topic: Any, checks: RequestChecks) -> Any:
+    def _topic(topic: Any, checks: Decisions) -> Any:
         if topic.name is None:
             return topic
         if topic.error_code == ErrorCode.topic_authorization_failed:
@@ -1135,7 +1088,7 @@ def authorize_describe_topic_partitions(
     :class:`_DescribeTopicPartitionsFilter` for the cursor.
     """
     body_offset, request = decode_request(frame)
-    checks = RequestChecks(context)
+    checks = Decisions(context)
     if not request.topics:
         return RequestVerdict(
             forward=frame, transform=_DescribeTopicPartitionsFilter(context, version)
@@ -1145,14 +1098,14 @@ def authorize_describe_topic_partitions(
     refused = sorted(  # asked in the client's order, answered in name order
         n
         for n in dict.fromkeys(names)
-        if n >= cursor_name and not checks.topic(Operation.DESCRIBE, n)
+        if n >= cursor_name and not checks.allows_topic(Operation.DESCRIBE, n)
     )
     if not refused:
         return RequestVerdict(forward=frame)
     response_cls = response_class(DESCRIBE_TOPIC_PARTITIONS, version)
     topic_cls = kio_entity(response_cls, "DescribeTopicPartitionsResponseTopic")
     refusals = tuple(
-        build_entity(
+        build(
             topic_cls,
             error_code=ErrorCode.topic_authorization_failed,
             name=name,
@@ -1168,9 +1121,7 @@ def authorize_describe_topic_partitions(
         kept = [t for t in kept if t.name >= cursor_name]
         cursor = None
     if not kept:
-        body = build_entity(
-            response_cls, throttle_time=ZERO_THROTTLE, topics=refusals, next_cursor=None
-        )
+        body = build(response_cls, throttle_time=ZERO_THROTTLE, topics=refusals, next_cursor=None)
         local = encode_response(_correlation_id(frame), DESCRIBE_TOPIC_PARTITIONS, version, body)
         return RequestVerdict(forward=None, local_response=local, denials=checks.denials)
 
@@ -1208,14 +1159,14 @@ class _DescribeTopicPartitionsFilter:
     def __call__(self, upstream_frame: bytes) -> bytes:
         version = self.version
         upstream = decode_response(upstream_frame, DESCRIBE_TOPIC_PARTITIONS, version)
-        checks = RequestChecks(self.context)
+        checks = Decisions(self.context)
         topics = tuple(
             t
             for t in upstream.topics
-            if t.name is None or checks.topic(Operation.DESCRIBE, t.name, audit=False)
+            if t.name is None or checks.allows_topic(Operation.DESCRIBE, t.name, audit=False)
         )
         cursor = upstream.next_cursor
-        if cursor is not None and not checks.topic(
+        if cursor is not None and not checks.allows_topic(
             Operation.DESCRIBE, cursor.topic_name, audit=False
         ):
             before = [t.name for t in upstream.topics if t.name and t.name < cursor.topic_name]

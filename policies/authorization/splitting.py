@@ -127,6 +127,9 @@ class Decisions:
     def allows_on_cluster(self, operation: Operation, *, audit: bool = True) -> bool:
         return self.allows(operation, ResourceType.CLUSTER, CLUSTER_NAME, audit=audit)
 
+    def allows_topic(self, operation: Operation, name: str, *, audit: bool = True) -> bool:
+        return self.allows(operation, ResourceType.TOPIC, name, audit=audit)
+
     def refuse(
         self, operation: Operation, resource_type: ResourceType, name: str, rule: str
     ) -> None:

@@ -33,8 +33,6 @@ from policies.authorization.data import (
     LIST_OFFSETS_API,
     OFFSET_FOR_LEADER_EPOCH_API,
     PartitionedApi,
-    RequestChecks,
-    build_entity,
     kio_entity,
 )
 from policies.authorization.messages import (
@@ -44,6 +42,7 @@ from policies.authorization.messages import (
     encode_response,
     response_class,
 )
+from policies.authorization.splitting import Decisions, build
 from policies.authorization.verdict import Denial, RequestVerdict
 
 TOPIC = ResourceType.TOPIC
@@ -137,17 +136,17 @@ def assert_forwarded_as_is(verdict: RequestVerdict, frame: bytes) -> None:
     assert verdict.denials == [] and verdict.close_connection is None
 
 
-# --- RequestChecks ---------------------------------------------------------------------
+# --- Decisions ---------------------------------------------------------------------
 
 
 def test_checks_ask_each_question_once_and_audit_each_refusal_once() -> None:
     ctx = context((Operation.READ, TOPIC, "a"))
-    checks = RequestChecks(ctx)
-    assert checks.topic(Operation.READ, "a") and checks.topic(Operation.READ, "a")
-    assert not checks.topic(Operation.READ, "b", audit=False)
+    checks = Decisions(ctx)
+    assert checks.allows_topic(Operation.READ, "a") and checks.allows_topic(Operation.READ, "a")
+    assert not checks.allows_topic(Operation.READ, "b", audit=False)
     assert checks.denials == []  # a probe is not audited...
-    assert not checks.topic(Operation.READ, "b")
-    assert not checks.topic(Operation.READ, "b")
+    assert not checks.allows_topic(Operation.READ, "b")
+    assert not checks.allows_topic(Operation.READ, "b")
     assert checks.denials == [denial(Operation.READ, "b")]  # ...but the real question is, once
     assert ctx.authorizer.calls == [(Operation.READ, TOPIC, "a"), (Operation.READ, TOPIC, "b")]
 
@@ -206,7 +205,7 @@ def partitioned_request(api: PartitionedApi, version: int, topics: TopicSpec) ->
     def partition(index: int) -> Any:
         if partition_name is None:
             return index
-        return build_entity(
+        return build(
             getattr(m, partition_name),
             partition_index=index,
             partition=index,
@@ -216,13 +215,13 @@ def partitioned_request(api: PartitionedApi, version: int, topics: TopicSpec) ->
         )
 
     entries = tuple(
-        build_entity(
+        build(
             getattr(m, topic_name),
             **{api.request.name: name, api.request.partitions: tuple(map(partition, indexes))},
         )
         for name, indexes in topics
     )
-    return build_entity(getattr(m, request_name), topics=entries, **extra)
+    return build(getattr(m, request_name), topics=entries, **extra)
 
 
 def echo_upstream(api: PartitionedApi, version: int, request: Any, order: Sequence[int]) -> Any:
@@ -232,12 +231,12 @@ def echo_upstream(api: PartitionedApi, version: int, request: Any, order: Sequen
     partition_cls = kio_entity(response_cls, api.partition_class)
     assert api.response.index is not None
     topics = [
-        build_entity(
+        build(
             topic_cls,
             **{
                 api.response.name: name,
                 api.response.partitions: tuple(
-                    build_entity(
+                    build(
                         partition_cls,
                         **{**api.refused_fields, api.response.index: index, "error_code": NONE},
                     )
@@ -247,9 +246,7 @@ def echo_upstream(api: PartitionedApi, version: int, request: Any, order: Sequen
         )
         for name, indexes in api.request.client_order(request)
     ]
-    return build_entity(
-        response_cls, throttle_time=THROTTLE, topics=tuple(topics[i] for i in order)
-    )
+    return build(response_cls, throttle_time=THROTTLE, topics=tuple(topics[i] for i in order))
 
 
 def response_partitions(api: PartitionedApi, response: Any) -> list[tuple[str, int, int]]:
@@ -446,7 +443,7 @@ def produce_upstream(version: int, request: Any, order: Sequence[int] | None = N
         m.TopicProduceResponse(
             **{key: getattr(topic, key)},
             partition_responses=tuple(
-                build_entity(
+                build(
                     m.PartitionProduceResponse,
                     index=p.index,
                     error_code=NONE,
@@ -462,7 +459,7 @@ def produce_upstream(version: int, request: Any, order: Sequence[int] | None = N
         for topic in request.topic_data
     ]
     order = range(len(topics)) if order is None else order
-    return build_entity(
+    return build(
         m.ProduceResponse, responses=tuple(topics[i] for i in order), throttle_time=THROTTLE
     )
 
@@ -648,7 +645,7 @@ def fetch_request(
     extra: dict[str, Any] = {"replica_id": replica_id}
     if version >= 15:
         extra = {"replica_state": m.ReplicaState(replica_id=replica_id)}
-    return build_entity(
+    return build(
         m.FetchRequest,
         max_wait=datetime.timedelta(milliseconds=500),
         min_bytes=1,
@@ -662,7 +659,7 @@ def fetch_request(
             m.FetchTopic(
                 **{key: name},
                 partitions=tuple(
-                    build_entity(
+                    build(
                         m.FetchPartition, partition=i, fetch_offset=5, partition_max_bytes=1 << 16
                     )
                     for i in indexes
@@ -681,7 +678,7 @@ def fetch_upstream(version: int, request: Any, *, error_code: ErrorCode = NONE) 
         m.FetchableTopicResponse(
             **{key: getattr(topic, key)},
             partitions=tuple(
-                build_entity(
+                build(
                     m.PartitionData,
                     partition_index=p.partition,
                     error_code=NONE,
@@ -696,7 +693,7 @@ def fetch_upstream(version: int, request: Any, *, error_code: ErrorCode = NONE) 
         )
         for topic in request.topics
     )
-    return build_entity(
+    return build(
         m.FetchResponse,
         throttle_time=THROTTLE,
         error_code=error_code,
@@ -846,14 +843,14 @@ def metadata_request(
     topics = None
     if names is not None:
         topics = tuple(
-            build_entity(
+            build(
                 m.MetadataRequestTopic,
                 name=None if isinstance(n, uuid.UUID) else n,
                 topic_id=n if isinstance(n, uuid.UUID) else None,
             )
             for n in names
         )
-    return build_entity(
+    return build(
         m.MetadataRequest,
         topics=topics,
         allow_auto_topic_creation=auto_create,
@@ -866,9 +863,9 @@ def metadata_upstream(
     version: int, topics: Sequence[tuple[str | None, ErrorCode, uuid.UUID | None]]
 ) -> Any:
     m = kio_module("metadata", version)
-    broker = build_entity(m.MetadataResponseBroker, node_id=1, host="kafka-1", port=9092, rack="r1")
+    broker = build(m.MetadataResponseBroker, node_id=1, host="kafka-1", port=9092, rack="r1")
     entries = tuple(
-        build_entity(
+        build(
             m.MetadataResponseTopic,
             error_code=code,
             name=name,
@@ -877,7 +874,7 @@ def metadata_upstream(
             partitions=()
             if code != NONE
             else (
-                build_entity(
+                build(
                     m.MetadataResponsePartition,
                     error_code=NONE,
                     partition_index=0,
@@ -892,7 +889,7 @@ def metadata_upstream(
         )
         for name, code, topic_id in topics
     )
-    return build_entity(
+    return build(
         m.MetadataResponse,
         throttle_time=THROTTLE,
         brokers=(broker,),
