@@ -182,9 +182,8 @@ class VirtualCluster:
         )
 
     async def _serve(self, target: UpstreamTarget, stream: trio.SocketStream) -> None:
-        peer = _peer(stream)
+        ip, peer = _peer(stream)
         limiter = self.policies.connections
-        ip = _peer_ip(stream)
         refusal = limiter.admit_ip(ip, time.monotonic())
         if refusal is not None:
             self.log.warning("connection_refused", client=peer, reason=refusal)
@@ -277,16 +276,12 @@ class VirtualCluster:
             await trio.sleep(interval_s)
 
 
-def _peer_ip(stream: trio.SocketStream) -> str:
-    try:
-        return str(stream.socket.getpeername()[0])
-    except OSError:
-        return "unknown"
-
-
-def _peer(stream: trio.SocketStream) -> str:
+def _peer(stream: trio.SocketStream) -> tuple[str, str]:
+    """The client's IP address (for per-IP limits) and ``ip:port`` (for logs)."""
     try:
         host, port, *_ = stream.socket.getpeername()
     except OSError:
-        return "unknown"
-    return f"{host}:{port}" if stream.socket.family != socket.AF_INET6 else f"[{host}]:{port}"
+        return "unknown", "unknown"
+    if stream.socket.family == socket.AF_INET6:
+        return str(host), f"[{host}]:{port}"
+    return str(host), f"{host}:{port}"
