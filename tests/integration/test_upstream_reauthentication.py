@@ -27,7 +27,14 @@ from gateway.local_kafka import (
     OAuthBearerValidation,
 )
 from tests.gateway_harness import RunningGateway, running_gateway
-from tests.jwks_server import TOKEN_PATH, JwksServer, jwks_of, make_rsa_key
+from tests.jwks_server import (
+    DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER,
+    TOKEN_PATH,
+    JwksServer,
+    jwks_of,
+    make_rsa_key,
+)
 from tests.security_fixtures import _stop, start_secure_cluster
 
 pytestmark = pytest.mark.kafka
@@ -59,7 +66,7 @@ def reauth_cluster(
     security = ClientSecurity(
         "SASL_PLAINTEXT",
         mechanisms=ALL_SASL_MECHANISMS,
-        oauthbearer=OAuthBearerValidation(token_issuer.jwks_url),
+        oauthbearer=OAuthBearerValidation(token_issuer.jwks_url, DEFAULT_ISSUER, DEFAULT_AUDIENCE),
     )
     cluster = start_secure_cluster(
         kafka_distribution, security, broker_config={"connections.max.reauth.ms": REAUTH_MS}
