@@ -726,8 +726,9 @@ def fetch_verdict(
         for key, indexes in refused.items()
     ]
     forwarded = tuple(t for t in request.topics if getattr(t, key_field) not in local_errors)
-    epoch = (changes or {}).get("session_epoch", getattr(request, "session_epoch", -1))
-    full_fetch = version < _FIRST_FETCH_SESSION or epoch <= 0
+    # As the client sent it: an incremental fetch turned into a session's last one
+    # (``changes``) is still forwarded, so that the broker closes its session.
+    full_fetch = version < _FIRST_FETCH_SESSION or request.session_epoch <= 0
     if not forwarded and full_fetch and local_topics:
         body = build(
             response_cls,
