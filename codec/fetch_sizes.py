@@ -111,8 +111,26 @@ def fetch_record_bytes(body: Buffer, version: int, start: int = 0) -> dict[Topic
     return sizes
 
 
-def _skip_partitions(r: Reader, version: int, flexible: bool) -> int:
+def fetch_topic_partitions(body: Buffer, version: int, entry: FetchTopicEntry) -> list[int]:
+    """Partition indexes of one topic entry found by :func:`fetch_response_topics`."""
+    _check_version(version)
+    flexible = version >= FIRST_FLEXIBLE_FETCH
+    r = Reader(body, entry.start, entry.end)
+    if version >= FIRST_TOPIC_ID_FETCH:
+        r.skip(16, "topic_id")
+    else:
+        r.flex_string(flexible)
+    indexes: list[int] = []
+    _skip_partitions(r, version, flexible, indexes)
+    return indexes
+
+
+def _skip_partitions(
+    r: Reader, version: int, flexible: bool, indexes: list[int] | None = None
+) -> int:
     """Skip a topic's partitions, returning their record bytes: the hot loop of the walk.
+
+    ``indexes``, when given, collects the partition indexes.
 
     Offsets live in locals; reads past the buffer surface as IndexError /
     struct.error and are reported once as a CodecError.
@@ -126,6 +144,8 @@ def _skip_partitions(r: Reader, version: int, flexible: bool) -> int:
     record_bytes = 0
     try:
         for _ in range(count):
+            if indexes is not None:
+                indexes.append(_INT32.unpack_from(buf, pos)[0])
             pos += fixed
             aborted, pos = _length_at(buf, pos, end, flexible)
             if aborted > 0:

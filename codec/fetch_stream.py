@@ -13,12 +13,18 @@ its size: the rewritten ``node_endpoints`` is padded with an unknown tagged fiel
 when it is shorter, and when it would be longer, the field is blanked into an
 unknown tag instead. Clients skip unknown tags and look the new leader's node id
 up in their metadata, which (port per broker) already names the gateway.
+
+The same walk, given a :class:`FetchInspector`, shows an authorization check
+each topic before its records go out, for every Fetch version (v4-18): see
+:mod:`policies.authorization.fetch_sessions`.
 """
 
 from __future__ import annotations
 
+import struct
+import uuid
 from collections.abc import Generator
-from typing import Final
+from typing import Final, Protocol
 
 from codec.endpoints import AddressMapper
 from codec.node_endpoints import FETCH_NODE_ENDPOINT_VERSIONS, rewrite_tagged_endpoints
@@ -27,6 +33,14 @@ from codec.primitives import Buffer, CodecError, Reader, enc_uvarint
 #: Tag given to padding and to blanked-out endpoints: unknown to Kafka for Fetch
 #: responses (only tag 0 is defined), and a one-byte varint like tag 0.
 FILLER_TAG: Final = 127
+
+#: Oldest Fetch version the walk knows (Kafka 4 brokers answer v4+).
+MIN_STREAMED_FETCH: Final = 4
+_INT16: Final = struct.Struct(">h")
+_INT32: Final = struct.Struct(">i")
+_ERROR_AND_SESSION: Final = struct.Struct(">hi")
+#: Kafka's limit is 249; anything much longer is a malformed response.
+_MAX_TOPIC_NAME_BYTES: Final = 32767
 
 #: A walk step: n > 0 reads n bytes (sent back in), n < 0 skips -n bytes, 0 = tail here.
 _Walk = Generator[int, memoryview | None, None]
@@ -54,43 +68,117 @@ def _skip_tags() -> Generator[int, memoryview | None, None]:
             yield -size
 
 
-def _walk_fetch(version: int) -> _Walk:
-    """The layout of a Fetch v12+ response frame, after its size prefix."""
+def _int32() -> Generator[int, memoryview | None, int]:
+    data = yield 4
+    assert data is not None
+    return int(_INT32.unpack_from(data)[0])
+
+
+def _length(flexible: bool) -> Generator[int, memoryview | None, int]:
+    """A (nullable) array or bytes length: compact (v12+) or int32; -1 means null."""
+    if flexible:
+        return (yield from _uvarint()) - 1
+    return (yield from _int32())
+
+
+def _topic_key(version: int, inspector: FetchInspector | None) -> _Walk:
+    """A topic's id (v13+) or name; shown to ``inspector`` before any of its partitions."""
+    if version >= 13:
+        if inspector is None:
+            yield -16
+            return
+        data = yield 16
+        assert data is not None
+        inspector.topic(uuid.UUID(bytes=bytes(data)))
+        return
+    if version >= 12:
+        length = (yield from _uvarint()) - 1
+    else:
+        data = yield 2
+        assert data is not None
+        length = int(_INT16.unpack_from(data)[0])
+    if length > _MAX_TOPIC_NAME_BYTES:
+        raise CodecError(f"topic name of {length} bytes in Fetch response")
+    if inspector is None:
+        if length > 0:
+            yield -length
+        return
+    name = b""
+    if length > 0:
+        data = yield length
+        assert data is not None
+        name = bytes(data)
+    inspector.topic(name.decode("utf-8", "replace"))
+
+
+def _walk_fetch(version: int, inspector: FetchInspector | None = None) -> _Walk:
+    """The layout of a Fetch v4+ response frame, after its size prefix."""
+    flexible = version >= 12
     yield -4  # correlation id
-    yield from _skip_tags()  # response header v1
-    yield -10  # throttle_time_ms, error_code, session_id
-    for _ in range((yield from _uvarint()) - 1):
-        if version >= 13:
-            yield -16  # topic_id
-        else:
-            name_length = (yield from _uvarint()) - 1
-            if name_length > 0:
-                yield -name_length
-        for _ in range((yield from _uvarint()) - 1):
-            yield -30  # index, error_code, high_watermark, last_stable_offset, log_start_offset
-            for _ in range((yield from _uvarint()) - 1):  # aborted transactions
+    if flexible:
+        yield from _skip_tags()  # response header v1
+    if version < 7:
+        yield -4  # throttle_time_ms
+    elif inspector is None:
+        yield -10  # throttle_time_ms, error_code, session_id
+    else:
+        head = yield 10
+        assert head is not None
+        error_code, session_id = _ERROR_AND_SESSION.unpack_from(head, 4)
+        inspector.session(error_code, session_id)
+    fixed = 30 if version >= 5 else 22  # index, error, high watermark, LSO, log start offset
+    for _ in range((yield from _length(flexible))):
+        yield from _topic_key(version, inspector)
+        for _ in range((yield from _length(flexible))):
+            yield -fixed
+            for _ in range((yield from _length(flexible))):  # aborted transactions (nullable)
                 yield -16
-                yield from _skip_tags()
-            yield -4  # preferred_read_replica
-            records = (yield from _uvarint()) - 1
+                if flexible:
+                    yield from _skip_tags()
+            if version >= 11:
+                yield -4  # preferred_read_replica
+            records = yield from _length(flexible)
             if records > 0:
                 yield -records
+            if flexible:
+                yield from _skip_tags()
+        if flexible:
             yield from _skip_tags()
-        yield from _skip_tags()
-    yield 0
+    yield 0  # the tail: top-level tagged fields (v12+), or nothing
+
+
+class FetchInspector(Protocol):
+    """Sees the fields of a streamed Fetch response that a policy decides on.
+
+    Both are called before any byte that follows the field is released to the
+    client; raising stops the frame (the caller must then close the connection,
+    since the frame's size is already on its way).
+    """
+
+    def session(self, error_code: int, session_id: int) -> None: ...
+
+    def topic(self, key: str | uuid.UUID) -> None: ...
 
 
 class FetchTailWatcher:
-    """Follows a Fetch v16+ response frame byte by byte; rewrites its tagged tail."""
+    """Follows a Fetch v4+ response frame byte by byte; rewrites its tagged tail (v16+).
 
-    __slots__ = ("_carry", "_mapper", "_walk", "_want", "done", "hidden", "safe")
+    With an ``inspector`` it also reports the session fields and each topic as
+    they pass (before that topic's partitions are released), which lets an
+    authorization check stream any Fetch version.
+    """
 
-    def __init__(self, version: int, mapper: AddressMapper) -> None:
+    __slots__ = ("_carry", "_endpoints", "_mapper", "_walk", "_want", "done", "hidden", "safe")
+
+    def __init__(
+        self, version: int, mapper: AddressMapper, inspector: FetchInspector | None = None
+    ) -> None:
         first, last = FETCH_NODE_ENDPOINT_VERSIONS
-        if not first <= version <= last:
-            raise CodecError(f"Fetch v{version} has no streamable node_endpoints (v{first}-{last})")
+        if not MIN_STREAMED_FETCH <= version <= last:
+            raise CodecError(f"Fetch v{version} cannot be streamed (v{MIN_STREAMED_FETCH}-{last})")
         self._mapper = mapper
-        self._walk = _walk_fetch(version)
+        self._endpoints = version >= first
+        self._walk = _walk_fetch(version, inspector)
         self._want = next(self._walk)
         self._carry = bytearray()
         #: Bytes of the frame known to come before the tail.
@@ -130,6 +218,8 @@ class FetchTailWatcher:
         """The tail (top-level tagged fields) rewritten to exactly its own size."""
         if not self.done:
             raise CodecError("Fetch response ended before its tagged fields")
+        if not self._endpoints:
+            return bytes(tail)  # no node_endpoints before v16
         return same_size_tagged_section(bytes(tail), self._mapper, self)
 
 

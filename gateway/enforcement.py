@@ -27,6 +27,11 @@ from gateway.logs import debug_enabled
 from policies.acl.model import AclDecision, Authorizer, Operation, ResourceType
 from policies.auth.principal import Principal
 from policies.authorization import NO_AUTHORIZATION, Denial, RequestVerdict, authorize_request
+from policies.authorization.fetch_sessions import (
+    FetchExchange,
+    FetchResponseCheck,
+    FetchSessionGuard,
+)
 from policies.authorization.messages import MessageError, api_name
 from policies.quotas.manager import Throttle
 
@@ -95,6 +100,10 @@ class Enforcement:
         self._last_throttle_log: dict[str, float] = {}
         self._unlogged_throttles: dict[str, tuple[int, int]] = {}
         self._audit_allows = debug_enabled(audit_log)
+        #: This connection's fetch session (KIP-227) as the broker holds it.
+        self.fetch_sessions = FetchSessionGuard()
+        #: What the last authorized Fetch request expects of its response.
+        self.fetch_exchange: FetchExchange | None = None
 
     # --- what to do with a request -----------------------------------------------
 
@@ -120,6 +129,7 @@ class Enforcement:
     ) -> RequestVerdict:
         acl = self.cluster.policies.acl
         principal = self.auth.principal
+        self.fetch_exchange = None
         if acl is None or api_key in NO_AUTHORIZATION:
             return RequestVerdict(forward=frame)
         if principal is None:  # authentication routes such requests away: never unchecked
@@ -131,7 +141,10 @@ class Enforcement:
             authorizer = _AuditingAuthorizer(acl, audit_log)
         context = _Context(principal, authorizer, self.cluster)
         try:
-            verdict = authorize_request(context, api_key, api_version, frame)
+            if api_key == FETCH:
+                verdict = self._authorize_fetch(context, api_version, frame)
+            else:
+                verdict = authorize_request(context, api_key, api_version, frame)
         except MessageError as exc:
             reason = f"cannot authorize {api_name(api_key)} v{api_version} request: {exc}"
             self.log.warning("request_not_authorizable", error=reason)
@@ -140,6 +153,39 @@ class Enforcement:
         if verdict.close_connection is not None:
             self.close_reason = verdict.close_connection
         return verdict
+
+    def _authorize_fetch(self, context: _Context, api_version: int, frame: bytes) -> RequestVerdict:
+        decision = self.fetch_sessions.authorize(context, frame, api_version)
+        self.fetch_exchange = decision.exchange
+        if decision.foreign_session is not None:
+            self.log.warning(
+                "fetch_session_refused",
+                principal=str(context.principal),
+                session_id=decision.foreign_session,
+                reason="not issued on this connection",
+            )
+        return decision.verdict
+
+    def fetch_check(
+        self, exchange: FetchExchange | None, api_version: int
+    ) -> FetchResponseCheck | None:
+        """The check of a Fetch response against the ACL now; None if nothing needs it."""
+        acl, principal = self.cluster.policies.acl, self.auth.principal
+        if acl is None or principal is None:
+            if exchange is None:
+                return None
+            return self.fetch_sessions.response_check(exchange, None, api_version)
+        authorizer: Authorizer = _AuditingAuthorizer(acl, audit_log) if self._audit_allows else acl
+        context = _Context(principal, authorizer, self.cluster)
+        return self.fetch_sessions.response_check(exchange, context, api_version)
+
+    def filter_fetch_response(
+        self, check: FetchResponseCheck, frame: Any, client_id: str | None
+    ) -> Any:
+        """A buffered Fetch response with the topics refused now replaced by errors."""
+        filtered = check.filter(frame)
+        self.audit_denials(FETCH, check.denials, client_id)
+        return filtered
 
     def audit_denials(self, api_key: int, denials: list[Denial], client_id: str | None) -> None:
         """One audit event per refusal (a response transform may find more later)."""

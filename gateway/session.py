@@ -50,6 +50,11 @@ from gateway.net import UpstreamUnavailable
 from gateway.upstream import open_upstream
 from gateway.upstream_reauth import UpstreamReauthentication, UpstreamReauthenticationFailed
 from policies.authorization import RequestVerdict, ResponseTransform
+from policies.authorization.fetch_sessions import (
+    FetchExchange,
+    FetchResponseCheck,
+    RefusedTopicInStream,
+)
 from policies.config import HostPort
 
 if TYPE_CHECKING:
@@ -107,6 +112,9 @@ class InFlight:
     #: The gateway's own request (KIP-368 re-authentication): its response goes here,
     #: never to the client.
     on_response: Callable[[bytes], None] | None = None
+    #: A Fetch: what its fetch-session check expects of the response, and that check.
+    fetch: FetchExchange | None = None
+    fetch_check: FetchResponseCheck | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -348,6 +356,8 @@ class ClientSession:
         verdict = self.enforcement.authorize(
             entry.api_key, entry.api_version, frame, entry.client_id
         )
+        if entry.api_key == FETCH:
+            entry.fetch = self.enforcement.fetch_exchange
         if entry.api_key == PRODUCE:
             self._charge(self.enforcement.charge_produce(entry.client_id, frame, len(frame)), entry)
         if verdict.forward is None:
@@ -563,18 +573,10 @@ class ClientSession:
         if entry.on_response is not None:  # the gateway's own request: not for the client
             return Decision.BUFFER, entry, insert
         api_key, api_version = entry.api_key, entry.api_version
-        if api_key == FETCH and self.cluster.policies.active:
-            if self.enforcement.fetch_sizes_needed:
-                return Decision.BUFFER, entry, insert  # per-topic quotas: walk it whole
-            self._charge(self.enforcement.charge_fetch(entry.client_id, api_version, size), entry)
-        if api_key == FETCH and api_version >= 16 and size > STREAM_FETCH_ABOVE:
-            if entry.throttle_ms or entry.transform is not None:
-                return Decision.BUFFER, entry, insert
-            return (
-                Decision.WATCH,
-                FetchTailWatcher(api_version, self.cluster.client_address),
-                insert,
-            )
+        if api_key == FETCH:
+            fetch_decision = self._decide_fetch(entry, size, insert)
+            if fetch_decision is not None:
+                return fetch_decision
         rewrite = (
             api_key == API_VERSIONS
             or entry.transform is not None
@@ -586,6 +588,27 @@ class ClientSession:
         if entry.throttle_ms:
             return self._throttled_head(entry, head, insert)
         return Decision.FORWARD, entry, insert
+
+    def _decide_fetch(
+        self, entry: InFlight, size: int, insert: bytes | None
+    ) -> tuple[Decision, Any, bytes | None] | None:
+        """Fetch: quotas, the ACL check of every topic, and streaming of large responses."""
+        api_version = entry.api_version
+        if self.cluster.policies.active or entry.fetch is not None:
+            entry.fetch_check = self.enforcement.fetch_check(entry.fetch, api_version)
+        if self.cluster.policies.active:
+            if self.enforcement.fetch_sizes_needed:
+                return Decision.BUFFER, entry, insert  # per-topic quotas: walk it whole
+            self._charge(self.enforcement.charge_fetch(entry.client_id, api_version, size), entry)
+        check = entry.fetch_check
+        if size > STREAM_FETCH_ABOVE and (api_version >= 16 or check is not None):
+            if entry.throttle_ms or entry.transform is not None:
+                return Decision.BUFFER, entry, insert
+            watcher = FetchTailWatcher(api_version, self.cluster.client_address, check)
+            return Decision.WATCH, watcher, insert
+        if check is not None:
+            return Decision.BUFFER, entry, insert
+        return None
 
     def _throttled_head(
         self, entry: InFlight, head: memoryview, insert: bytes | None
@@ -643,6 +666,8 @@ class ClientSession:
 
     def _apply_policies(self, entry: InFlight, rewritten: Buffer) -> Buffer:
         """Merge a split request's answer, charge per-topic fetch quotas, report throttling."""
+        if entry.fetch_check is not None:
+            rewritten = self._filter_fetch(entry, entry.fetch_check, rewritten)
         if entry.transform is not None:
             rewritten = self._transform(entry, rewritten)
         if entry.api_key == FETCH and self.enforcement.fetch_sizes_needed:
@@ -657,6 +682,15 @@ class ClientSession:
             patch_throttle_time(patched, offset, key, version, entry.throttle_ms)
             return patched
         return rewritten
+
+    def _filter_fetch(self, entry: InFlight, check: FetchResponseCheck, frame: Buffer) -> Buffer:
+        try:
+            return self.enforcement.filter_fetch_response(check, frame, entry.client_id)
+        except ValueError as exc:
+            self.log.error("response_rewrite_failed", api="Fetch", error=str(exc))
+            raise SessionClosed(
+                f"cannot check Fetch v{entry.api_version} response: {exc}"
+            ) from None
 
     def _transform(self, entry: InFlight, frame: Buffer) -> bytes:
         assert entry.transform is not None and entry.verdict is not None
@@ -698,6 +732,10 @@ class ClientSession:
         except FrameError as exc:
             self.log.warning("malformed_frame", side=side, error=str(exc))
             raise SessionClosed(f"malformed frame from {side}: {exc}") from None
+        except RefusedTopicInStream as exc:  # an ACL reload raced a streamed Fetch
+            self.enforcement.audit_denials(FETCH, exc.denials, None)
+            self.log.warning("fetch_response_refused", error=str(exc))
+            raise SessionClosed(str(exc)) from None
         except ValueError as exc:  # a streamed Fetch response that cannot be walked
             self.log.error("response_rewrite_failed", side=side, error=str(exc))
             raise SessionClosed(f"cannot rewrite streamed response: {exc}") from None

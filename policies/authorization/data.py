@@ -95,6 +95,10 @@ __all__ = [
     "authorize_produce",
     "cluster_authorized_operations",
     "encode_entity",
+    "fetch_is_follower",
+    "fetch_refused_topic",
+    "fetch_topic_errors",
+    "fetch_verdict",
     "kio_entity",
     "merge_in_client_order",
     "topic_authorized_operations",
@@ -659,46 +663,73 @@ _FIRST_REPLICA_STATE: Final = 15
 
 
 def authorize_fetch(context: AuthorizationContext, frame: bytes, version: int) -> RequestVerdict:
-    """Kafka's ``handleFetchRequest`` checks.
+    """Kafka's ``handleFetchRequest`` checks, for a connection with no fetch session yet.
+
+    The gateway keeps one :class:`~policies.authorization.fetch_sessions.FetchSessionGuard`
+    per connection, which also checks the partitions of the connection's fetch
+    session (KIP-227) that a request does not name; this stateless handler is that
+    guard on a fresh connection (an incremental fetch is refused with
+    ``FETCH_SESSION_ID_NOT_FOUND``). See :func:`fetch_verdict` for the answer.
+    """
+    from policies.authorization.fetch_sessions import FetchSessionGuard
+
+    return FetchSessionGuard().authorize(context, frame, version).verdict
+
+
+def fetch_verdict(
+    frame: bytes,
+    body_offset: int,
+    request: Any,
+    version: int,
+    local_errors: Mapping[TopicKey, int],
+    denials: list[Denial],
+    *,
+    session_partitions: Mapping[TopicKey, Iterable[int]] | None = None,
+    changes: Mapping[str, Any] | None = None,
+) -> RequestVerdict:
+    """The verdict for a Fetch request whose refused topics are ``local_errors``.
 
     A consumer needs Read on each topic; a follower (``replica_id >= 0``) needs
-    ClusterAction on the cluster. Refused partitions get
-    ``TOPIC_AUTHORIZATION_FAILED`` (a v13+ topic id the gateway does not know:
+    ClusterAction on the cluster (:func:`fetch_topic_errors`). Refused partitions
+    get ``TOPIC_AUTHORIZATION_FAILED`` (a v13+ topic id the gateway does not know:
     ``UNKNOWN_TOPIC_ID``) with high watermark, last stable offset and log start
     offset -1, no aborted transactions and an empty (not null) record set:
-    librdkafka rejects a null record set.
+    librdkafka rejects a null record set. Refused topics are not forwarded; their
+    partitions are the request's, or ``session_partitions`` (a fetch session's,
+    which the request need not name). ``changes`` are applied to the forwarded
+    request (e.g. the session fields).
 
-    Fetch sessions (KIP-227): refused partitions never reach the broker, so they
-    are not part of its session. The client learns the error from this response;
-    later incremental fetches only list changed partitions, so the refused ones
-    usually do not come back (and if they do, they are refused again). A full
-    fetch (session epoch 0 or -1) where everything is refused is answered
-    locally with ``session_id`` 0, i.e. "no session": the client starts over
-    with a full fetch, as after any sessionless response. An incremental fetch
-    is always forwarded, even with no topics left, because the broker must see
-    every epoch of its session (a locally answered epoch would make the next one
-    fail with ``INVALID_FETCH_SESSION_EPOCH``).
-
-    The upstream response of a split fetch is not re-encoded: the local topic
-    entries are appended to its topics array by splicing bytes.
+    A full fetch (session epoch 0 or -1) where everything is refused is answered
+    locally with ``session_id`` 0, i.e. "no session": the client starts over with a
+    full fetch, as after any sessionless response. Otherwise the request is
+    forwarded, even with no topics left, and the upstream response of a split fetch
+    is not re-encoded: the local topic entries are appended to its topics array by
+    splicing bytes.
     """
-    body_offset, request = decode_request(frame)
-    checks = Decisions(context)
-    local_errors = _fetch_local_errors(context, checks, request, version)
-    if not local_errors:
+    if not local_errors and not changes:
         return RequestVerdict(forward=frame)
     key_field = "topic_id" if version >= _FIRST_FETCH_TOPIC_ID else "topic"
     response_cls = response_class(FETCH, version)
     topic_cls = kio_entity(response_cls, "FetchableTopicResponse")
     partition_cls = kio_entity(response_cls, "PartitionData")
+    refused: dict[TopicKey, list[int]] = {}
+    for topic in request.topics:
+        key = getattr(topic, key_field)
+        if key in local_errors and (session_partitions is None or key not in session_partitions):
+            refused.setdefault(key, []).extend(p.partition for p in topic.partitions)
+    if session_partitions is not None:
+        for key, indexes in session_partitions.items():
+            if key in local_errors:
+                refused.setdefault(key, []).extend(sorted(indexes))
     local_topics = [
-        _fetch_local_topic(topic_cls, partition_cls, key_field, topic, local_errors)
-        for topic in request.topics
-        if getattr(topic, key_field) in local_errors
+        fetch_refused_topic(topic_cls, partition_cls, key_field, key, indexes, local_errors[key])
+        for key, indexes in refused.items()
     ]
     forwarded = tuple(t for t in request.topics if getattr(t, key_field) not in local_errors)
+    # As the client sent it: an incremental fetch turned into a session's last one
+    # (``changes``) is still forwarded, so that the broker closes its session.
     full_fetch = version < _FIRST_FETCH_SESSION or request.session_epoch <= 0
-    if not forwarded and full_fetch:
+    if not forwarded and full_fetch and local_topics:
         body = build(
             response_cls,
             throttle_time=ZERO_THROTTLE,
@@ -707,52 +738,61 @@ def authorize_fetch(context: AuthorizationContext, frame: bytes, version: int) -
             responses=tuple(local_topics),
         )
         local = encode_response(_correlation_id(frame), FETCH, version, body)
-        return RequestVerdict(forward=None, local_response=local, denials=checks.denials)
+        return RequestVerdict(forward=None, local_response=local, denials=denials)
+    reduced = dataclasses.replace(request, topics=forwarded, **(changes or {}))
+    forward = encode_request(frame, body_offset, reduced)
+    if not local_topics:
+        return RequestVerdict(forward=forward, denials=denials)
     appended = [encode_entity(topic) for topic in local_topics]
-    reduced = dataclasses.replace(request, topics=forwarded)
     return RequestVerdict(
-        forward=encode_request(frame, body_offset, reduced),
-        transform=_FetchAppend(version, appended),
-        denials=checks.denials,
+        forward=forward, transform=_FetchAppend(version, appended), denials=denials
     )
 
 
-def _fetch_local_errors(
-    context: AuthorizationContext, checks: Decisions, request: Any, version: int
+def fetch_topic_errors(
+    context: AuthorizationContext,
+    checks: Decisions,
+    keys: Iterable[TopicKey],
+    version: int,
+    follower: bool,
 ) -> dict[TopicKey, int]:
+    """``{topic key: error code}`` for the topics of ``keys`` this fetch may not read."""
     by_id = version >= _FIRST_FETCH_TOPIC_ID
-    keys = dict.fromkeys(t.topic_id if by_id else t.topic for t in request.topics)
-    replica_id = (
-        request.replica_state.replica_id if version >= _FIRST_REPLICA_STATE else request.replica_id
-    )
-    if replica_id >= 0:  # a follower: Kafka checks the cluster, not the topics
+    if follower:  # a follower: Kafka checks the cluster, not the topics
         if checks.allows(Operation.CLUSTER_ACTION, ResourceType.CLUSTER, CLUSTER_NAME):
             return {}
         return dict.fromkeys(keys, errors.TOPIC_AUTHORIZATION_FAILED)
     local_errors: dict[TopicKey, int] = {}
     for key in keys:
-        name = (context.topic_name(key) if key is not None else None) if by_id else key
+        name = (context.topic_name(key) if isinstance(key, uuid.UUID) else None) if by_id else key
         if name is None:
             local_errors[key] = UNKNOWN_TOPIC_ID
-        elif not checks.allows_topic(Operation.READ, name):
+        elif not checks.allows_topic(Operation.READ, str(name)):
             local_errors[key] = errors.TOPIC_AUTHORIZATION_FAILED
     return local_errors
 
 
-def _fetch_local_topic(
+def fetch_is_follower(request: Any, version: int) -> bool:
+    replica_id = (
+        request.replica_state.replica_id if version >= _FIRST_REPLICA_STATE else request.replica_id
+    )
+    return bool(replica_id >= 0)
+
+
+def fetch_refused_topic(
     topic_cls: type[Any],
     partition_cls: type[Any],
     key_field: str,
-    topic: Any,
-    local_errors: Mapping[TopicKey, int],
+    key: TopicKey,
+    indexes: Iterable[int],
+    code: int,
 ) -> Any:
-    key = getattr(topic, key_field)
-    code = ErrorCode(local_errors[key])
+    """A topic entry whose partitions all carry ``code``, as Kafka's ``partitionResponse``."""
     partitions = tuple(
         build(
             partition_cls,
-            partition_index=partition.partition,
-            error_code=code,
+            partition_index=index,
+            error_code=ErrorCode(code),
             high_watermark=-1,
             last_stable_offset=-1,
             log_start_offset=-1,
@@ -760,7 +800,7 @@ def _fetch_local_topic(
             preferred_read_replica=-1,
             records=b"",
         )
-        for partition in topic.partitions
+        for index in indexes
     )
     return build(topic_cls, **{key_field: key, "partitions": partitions})
 

@@ -777,20 +777,19 @@ def test_fetch_split_appends_refused_topics_without_touching_records(version: in
 
 
 @pytest.mark.parametrize("version", [7, 12, 13])
-def test_fetch_incremental_request_is_forwarded_even_when_nothing_is_left(version: int) -> None:
+def test_fetch_incremental_request_without_a_known_session_is_refused(version: int) -> None:
+    # The stateless handler is a connection that has no session: nothing to forward.
     a = uuid.uuid4() if version >= 13 else "a"
     request = fetch_request(version, [(a, [0])], session_id=77, session_epoch=3)
     frame = request_frame(1, version, request)
-    verdict = data.authorize_fetch(context(a=a) if version >= 13 else context(), frame, version)
-    sent = forwarded(verdict)
-    assert sent.topics == () and (sent.session_id, sent.session_epoch) == (77, 3)
-    merged = transformed(verdict, 1, version, fetch_upstream(version, sent))
-    assert merged.session_id == 77
-    assert fetch_partitions(version, merged) == [(a, 0, DENIED)]
+    ctx = context(*topic_grants(Operation.READ, "a"), a=a)
+    answer = local_answer(data.authorize_fetch(ctx, frame, version), 1, version)
+    assert answer.error_code == ErrorCode.fetch_session_id_not_found
+    assert (answer.session_id, answer.responses) == (0, ())
 
 
 def test_fetch_upstream_top_level_error_is_passed_through() -> None:
-    request = fetch_request(12, [("a", [0]), ("secret", [1])], session_id=77, session_epoch=3)
+    request = fetch_request(12, [("a", [0]), ("secret", [1])], session_id=0, session_epoch=0)
     verdict = data.authorize_fetch(
         context(*topic_grants(Operation.READ, "a")), request_frame(1, 12, request), 12
     )
