@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import sys
 import uuid
 from collections import defaultdict, deque
@@ -53,7 +52,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kio.schema.errors import ErrorCode
-from kio.serial import entity_writer
 
 from codec import errors
 from codec.endpoints import array_count, skip_string, skip_tags
@@ -65,6 +63,8 @@ from codec.primitives import Buffer, CodecError, Reader, enc_array_length, enc_i
 from codec.produce import ProduceSummary, ProduceTopic, produce_topics
 from policies.acl.model import CLUSTER_NAME, Operation, ResourceType
 from policies.authorization import Handler
+from policies.authorization.encoding import encode_entity as fast_encode
+from policies.authorization.encoding import name_template
 from policies.authorization.messages import (
     MessageError,
     decode_request,
@@ -132,21 +132,12 @@ def kio_entity(container: type[Any], name: str) -> type[Any]:
     return cls
 
 
-_WRITERS: dict[type[Any], Any] = {}
-
-
 def encode_entity(entity: Any) -> bytes:
     """kio encoding of one (possibly nested) entity, e.g. a topic entry to splice in."""
-    cls = type(entity)
-    writer = _WRITERS.get(cls)
-    if writer is None:
-        writer = _WRITERS[cls] = entity_writer(cls)
-    out = io.BytesIO()
     try:
-        writer(out, entity)
+        return fast_encode(entity)
     except Exception as exc:
         raise MessageError(f"cannot encode {type(entity).__name__}: {exc}") from None
-    return out.getvalue()
 
 
 def _correlation_id(frame: bytes) -> int:
@@ -898,7 +889,9 @@ def _metadata_topics_verdict(
             changes["allow_auto_topic_creation"] = False
         forward = encode_request(frame, body_offset, dataclasses.replace(request, **changes))
     refusal_cls = kio_entity(response_class(METADATA, version), "MetadataResponseTopic")
-    appended = [_metadata_refusal(refusal_cls, name, None) for name in refused]
+    # One encode for all refused names (a request may name 100,000 topics).
+    render = name_template(_metadata_refusal_entry(refusal_cls, "", None), "name")
+    appended = [render(name) for name in refused]
     transform = _MetadataFilter(
         context,
         version,
@@ -920,15 +913,17 @@ def _may_create(checks: Decisions, name: str) -> bool:
 
 def _metadata_refusal(cls: type[Any], name: str | None, topic_id: uuid.UUID | None) -> bytes:
     """A ``TOPIC_AUTHORIZATION_FAILED`` topic entry as Kafka builds it (no partitions)."""
-    return encode_entity(
-        build(
-            cls,
-            error_code=ErrorCode.topic_authorization_failed,
-            name=name,
-            topic_id=topic_id,
-            is_internal=False,
-            partitions=(),
-        )
+    return encode_entity(_metadata_refusal_entry(cls, name, topic_id))
+
+
+def _metadata_refusal_entry(cls: type[Any], name: str | None, topic_id: uuid.UUID | None) -> Any:
+    return build(
+        cls,
+        error_code=ErrorCode.topic_authorization_failed,
+        name=name,
+        topic_id=topic_id,
+        is_internal=False,
+        partitions=(),
     )
 
 
