@@ -360,15 +360,20 @@ def split_by_topic(
     partition_cls = kio_entity(response_cls, api.partition_class)
     index_field = api.response.index or "partition_index"
 
+    built: dict[tuple[int, int], Any] = {}  # one entry object per (index, code)
+
     def local_partition(key: TopicKey, index: int) -> Any | None:
         code = local_errors.get(key)
         if code is None:
             return None
-        return build(
-            partition_cls,
-            **{index_field: index, "error_code": ErrorCode(code)},
-            **api.refused_fields,
-        )
+        entry = built.get((index, code))
+        if entry is None:
+            entry = built[index, code] = build(
+                partition_cls,
+                **{index_field: index, "error_code": ErrorCode(code)},
+                **api.refused_fields,
+            )
+        return entry
 
     client_order = api.request.client_order(request)
     forwarded = tuple(
@@ -682,8 +687,11 @@ def authorize_fetch(context: AuthorizationContext, frame: bytes, version: int) -
     response_cls = response_class(FETCH, version)
     topic_cls = kio_entity(response_cls, "FetchableTopicResponse")
     partition_cls = kio_entity(response_cls, "PartitionData")
+    refused_partitions: dict[tuple[int, int], Any] = {}  # one entry object per (index, code)
     local_topics = [
-        _fetch_local_topic(topic_cls, partition_cls, key_field, topic, local_errors)
+        _fetch_local_topic(
+            topic_cls, partition_cls, key_field, topic, local_errors, refused_partitions
+        )
         for topic in request.topics
         if getattr(topic, key_field) in local_errors
     ]
@@ -736,24 +744,27 @@ def _fetch_local_topic(
     key_field: str,
     topic: Any,
     local_errors: Mapping[TopicKey, int],
+    built: dict[tuple[int, int], Any],
 ) -> Any:
     key = getattr(topic, key_field)
-    code = ErrorCode(local_errors[key])
-    partitions = tuple(
-        build(
-            partition_cls,
-            partition_index=partition.partition,
-            error_code=code,
-            high_watermark=-1,
-            last_stable_offset=-1,
-            log_start_offset=-1,
-            aborted_transactions=None,
-            preferred_read_replica=-1,
-            records=b"",
-        )
-        for partition in topic.partitions
-    )
-    return build(topic_cls, **{key_field: key, "partitions": partitions})
+    code = local_errors[key]
+    partitions = []
+    for partition in topic.partitions:
+        entry = built.get((partition.partition, code))
+        if entry is None:
+            entry = built[partition.partition, code] = build(
+                partition_cls,
+                partition_index=partition.partition,
+                error_code=ErrorCode(code),
+                high_watermark=-1,
+                last_stable_offset=-1,
+                log_start_offset=-1,
+                aborted_transactions=None,
+                preferred_read_replica=-1,
+                records=b"",
+            )
+        partitions.append(entry)
+    return build(topic_cls, **{key_field: key, "partitions": tuple(partitions)})
 
 
 class _FetchAppend:
