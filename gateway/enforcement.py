@@ -5,15 +5,17 @@ The session asks this object, per request, whether the request must be inspected
 whole, what the ACL verdict is, and how long to throttle; the decisions
 themselves are pure code in ``policies``. Everything here reads the cluster's
 current :class:`~gateway.policy_state.ClusterPolicies`, so a config reload
-applies from each connection's next request. It also writes the audit log
-(every denial; allows at debug level) and the throttle events, at most one per
-quota per second per connection, so a throttled client cannot flood the log.
+applies from each connection's next request. It also writes the audit log (one
+aggregated event per request with refusals, so its cost does not grow with the
+request; allows at debug level) and the throttle events, at most one per quota
+per second per connection, so a throttled client cannot flood the log.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
 PRODUCE, FETCH = 0, 1
 #: Throttle events per quota and connection are logged at most this often.
 THROTTLE_LOG_INTERVAL_S = 1.0
+#: Refused resource names (and deciding rules) named in one ``authorization_denied`` event.
+AUDIT_SAMPLE = 16
 
 audit_log = structlog.get_logger("gateway.audit")
 
@@ -58,26 +62,34 @@ class _Context:
         return self.cluster.topic_name(topic_id)
 
 
-@dataclass(frozen=True, slots=True)
-class _AuditingAuthorizer:
-    """Logs every allow at debug level (denials are logged from the verdict, once each)."""
+class _CountingAuthorizer:
+    """Counts the allows of one request for its audit event; logs each at debug level.
 
-    inner: Authorizer
-    log: Any
+    Denials are logged from the verdict, aggregated (:func:`denial_event`).
+    """
+
+    __slots__ = ("allowed", "inner", "log_allows")
+
+    def __init__(self, inner: Authorizer, log_allows: bool) -> None:
+        self.inner = inner
+        self.log_allows = log_allows
+        self.allowed = 0
 
     def authorize(
         self, principal: Principal, operation: Operation, resource_type: ResourceType, name: str
     ) -> AclDecision:
         decision = self.inner.authorize(principal, operation, resource_type, name)
         if decision.allowed:
-            self.log.debug(
-                "authorization_allowed",
-                principal=str(principal),
-                operation=operation.value,
-                resource_type=resource_type.value,
-                resource=name,
-                rule=decision.rule,
-            )
+            self.allowed += 1
+            if self.log_allows:
+                audit_log.debug(
+                    "authorization_allowed",
+                    principal=str(principal),
+                    operation=operation.value,
+                    resource_type=resource_type.value,
+                    resource=name,
+                    rule=decision.rule,
+                )
         return decision
 
     def authorize_any(
@@ -136,9 +148,7 @@ class Enforcement:
             reason = f"{api_name(api_key)} request before authentication"
             self.close_reason = reason
             return RequestVerdict(forward=None, close_connection=reason)
-        authorizer: Authorizer = acl
-        if self._audit_allows:
-            authorizer = _AuditingAuthorizer(acl, audit_log)
+        authorizer = _CountingAuthorizer(acl, self._audit_allows)
         context = _Context(principal, authorizer, self.cluster)
         try:
             if api_key == FETCH:
@@ -149,7 +159,7 @@ class Enforcement:
             reason = f"cannot authorize {api_name(api_key)} v{api_version} request: {exc}"
             self.log.warning("request_not_authorizable", error=reason)
             verdict = RequestVerdict(forward=None, close_connection=reason)
-        self.audit_denials(api_key, verdict.denials, client_id)
+        self.audit_denials(api_key, verdict.denials, client_id, allowed=authorizer.allowed)
         if verdict.close_connection is not None:
             self.close_reason = verdict.close_connection
         return verdict
@@ -175,7 +185,7 @@ class Enforcement:
             if exchange is None:
                 return None
             return self.fetch_sessions.response_check(exchange, None, api_version)
-        authorizer: Authorizer = _AuditingAuthorizer(acl, audit_log) if self._audit_allows else acl
+        authorizer = _CountingAuthorizer(acl, self._audit_allows)
         context = _Context(principal, authorizer, self.cluster)
         return self.fetch_sessions.response_check(exchange, context, api_version)
 
@@ -187,21 +197,25 @@ class Enforcement:
         self.audit_denials(FETCH, check.denials, client_id)
         return filtered
 
-    def audit_denials(self, api_key: int, denials: list[Denial], client_id: str | None) -> None:
-        """One audit event per refusal (a response transform may find more later)."""
-        for denial in denials:
-            audit_log.info(
-                "authorization_denied",
-                virtual_cluster=self.cluster.name,
-                principal=str(self.auth.principal),
-                client_address=self.auth.client_address,
-                client_id=client_id,
-                api=api_name(api_key),
-                operation=denial.operation.value,
-                resource_type=denial.resource_type.value,
-                resource=denial.name,
-                rule=denial.rule,
-            )
+    def audit_denials(
+        self, api_key: int, denials: Sequence[Denial], client_id: str | None, allowed: int = 0
+    ) -> None:
+        """One audit event for the refusals of a request (:func:`denial_event`), if any.
+
+        A response transform may find more refusals later (topics hidden from an
+        all-topics answer): they get one more event when the answer arrives.
+        """
+        if not denials:
+            return
+        audit_log.info(
+            "authorization_denied",
+            virtual_cluster=self.cluster.name,
+            principal=str(self.auth.principal),
+            client_address=self.auth.client_address,
+            client_id=client_id,
+            api=api_name(api_key),
+            **denial_event(denials, allowed),
+        )
 
     # --- quotas ----------------------------------------------------------------------
 
@@ -311,6 +325,37 @@ class Enforcement:
         if self._counted_principal is not None:
             self._limiter.release_principal(self._counted_principal)
             self._counted_principal = None
+
+
+def denial_event(denials: Sequence[Denial], allowed: int = 0) -> dict[str, Any]:
+    """The aggregated fields of an ``authorization_denied`` event, whatever the count.
+
+    ``{"denied": n, "allowed": m, "operations": [...], "resource_types": [...],
+    "rules": [...], "resources": [first AUDIT_SAMPLE names], "resources_omitted": k}``:
+    ``denied`` counts the distinct refused (operation, resource) pairs of the
+    request (a name the client repeated counts once), ``allowed`` the distinct
+    questions the authorizer allowed; ``operations``, ``resource_types`` and
+    ``rules`` list the distinct values in the order met; ``resources`` holds the
+    first :data:`AUDIT_SAMPLE` refused names in the client's order, and
+    ``resources_omitted`` how many more there were. The cost of the event does not
+    grow with the request: one pass over the denials, bounded output.
+    """
+    operations: dict[str, None] = {}
+    resource_types: dict[str, None] = {}
+    rules: dict[str, None] = {}
+    for denial in denials:
+        operations[denial.operation.value] = None
+        resource_types[denial.resource_type.value] = None
+        rules[denial.rule] = None
+    return {
+        "denied": len(denials),
+        "allowed": allowed,
+        "operations": list(operations),
+        "resource_types": list(resource_types),
+        "rules": list(rules)[:AUDIT_SAMPLE],
+        "resources": [denial.name for denial in denials[:AUDIT_SAMPLE]],
+        "resources_omitted": max(0, len(denials) - AUDIT_SAMPLE),
+    }
 
 
 def _now() -> float:

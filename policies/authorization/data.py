@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import sys
 import uuid
 from collections import defaultdict, deque
@@ -53,7 +52,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kio.schema.errors import ErrorCode
-from kio.serial import entity_writer
 
 from codec import errors
 from codec.endpoints import array_count, skip_string, skip_tags
@@ -65,6 +63,8 @@ from codec.primitives import Buffer, CodecError, Reader, enc_array_length, enc_i
 from codec.produce import ProduceSummary, ProduceTopic, produce_topics
 from policies.acl.model import CLUSTER_NAME, Operation, ResourceType
 from policies.authorization import Handler
+from policies.authorization.encoding import encode_entity as fast_encode
+from policies.authorization.encoding import name_template
 from policies.authorization.messages import (
     MessageError,
     decode_request,
@@ -136,21 +136,12 @@ def kio_entity(container: type[Any], name: str) -> type[Any]:
     return cls
 
 
-_WRITERS: dict[type[Any], Any] = {}
-
-
 def encode_entity(entity: Any) -> bytes:
     """kio encoding of one (possibly nested) entity, e.g. a topic entry to splice in."""
-    cls = type(entity)
-    writer = _WRITERS.get(cls)
-    if writer is None:
-        writer = _WRITERS[cls] = entity_writer(cls)
-    out = io.BytesIO()
     try:
-        writer(out, entity)
+        return fast_encode(entity)
     except Exception as exc:
         raise MessageError(f"cannot encode {type(entity).__name__}: {exc}") from None
-    return out.getvalue()
 
 
 def _correlation_id(frame: bytes) -> int:
@@ -373,15 +364,20 @@ def split_by_topic(
     partition_cls = kio_entity(response_cls, api.partition_class)
     index_field = api.response.index or "partition_index"
 
+    built: dict[tuple[int, int], Any] = {}  # one entry object per (index, code)
+
     def local_partition(key: TopicKey, index: int) -> Any | None:
         code = local_errors.get(key)
         if code is None:
             return None
-        return build(
-            partition_cls,
-            **{index_field: index, "error_code": ErrorCode(code)},
-            **api.refused_fields,
-        )
+        entry = built.get((index, code))
+        if entry is None:
+            entry = built[index, code] = build(
+                partition_cls,
+                **{index_field: index, "error_code": ErrorCode(code)},
+                **api.refused_fields,
+            )
+        return entry
 
     client_order = api.request.client_order(request)
     forwarded = tuple(
@@ -721,8 +717,11 @@ def fetch_verdict(
         for key, indexes in session_partitions.items():
             if key in local_errors:
                 refused.setdefault(key, []).extend(sorted(indexes))
+    built: dict[tuple[int, int], Any] = {}  # one entry object per (index, code)
     local_topics = [
-        fetch_refused_topic(topic_cls, partition_cls, key_field, key, indexes, local_errors[key])
+        fetch_refused_topic(
+            topic_cls, partition_cls, key_field, key, indexes, local_errors[key], built
+        )
         for key, indexes in refused.items()
     ]
     forwarded = tuple(t for t in request.topics if getattr(t, key_field) not in local_errors)
@@ -786,23 +785,33 @@ def fetch_refused_topic(
     key: TopicKey,
     indexes: Iterable[int],
     code: int,
+    built: dict[tuple[int, int], Any] | None = None,
 ) -> Any:
-    """A topic entry whose partitions all carry ``code``, as Kafka's ``partitionResponse``."""
-    partitions = tuple(
-        build(
-            partition_cls,
-            partition_index=index,
-            error_code=ErrorCode(code),
-            high_watermark=-1,
-            last_stable_offset=-1,
-            log_start_offset=-1,
-            aborted_transactions=None,
-            preferred_read_replica=-1,
-            records=b"",
-        )
-        for index in indexes
-    )
-    return build(topic_cls, **{key_field: key, "partitions": partitions})
+    """A topic entry whose partitions all carry ``code``, as Kafka's ``partitionResponse``.
+
+    ``built`` shares one partition entry object per (index, code) across the topics of
+    an answer, so that a request refusing many topics costs one build (and one encode)
+    per distinct entry.
+    """
+    if built is None:
+        built = {}
+    partitions = []
+    for index in indexes:
+        entry = built.get((index, code))
+        if entry is None:
+            entry = built[index, code] = build(
+                partition_cls,
+                partition_index=index,
+                error_code=ErrorCode(code),
+                high_watermark=-1,
+                last_stable_offset=-1,
+                log_start_offset=-1,
+                aborted_transactions=None,
+                preferred_read_replica=-1,
+                records=b"",
+            )
+        partitions.append(entry)
+    return build(topic_cls, **{key_field: key, "partitions": tuple(partitions)})
 
 
 class _FetchAppend:
@@ -938,7 +947,9 @@ def _metadata_topics_verdict(
             changes["allow_auto_topic_creation"] = False
         forward = encode_request(frame, body_offset, dataclasses.replace(request, **changes))
     refusal_cls = kio_entity(response_class(METADATA, version), "MetadataResponseTopic")
-    appended = [_metadata_refusal(refusal_cls, name, None) for name in refused]
+    # One encode for all refused names (a request may name 100,000 topics).
+    render = name_template(_metadata_refusal_entry(refusal_cls, "", None), "name")
+    appended = [render(name) for name in refused]
     transform = _MetadataFilter(
         context,
         version,
@@ -960,15 +971,17 @@ def _may_create(checks: Decisions, name: str) -> bool:
 
 def _metadata_refusal(cls: type[Any], name: str | None, topic_id: uuid.UUID | None) -> bytes:
     """A ``TOPIC_AUTHORIZATION_FAILED`` topic entry as Kafka builds it (no partitions)."""
-    return encode_entity(
-        build(
-            cls,
-            error_code=ErrorCode.topic_authorization_failed,
-            name=name,
-            topic_id=topic_id,
-            is_internal=False,
-            partitions=(),
-        )
+    return encode_entity(_metadata_refusal_entry(cls, name, topic_id))
+
+
+def _metadata_refusal_entry(cls: type[Any], name: str | None, topic_id: uuid.UUID | None) -> Any:
+    return build(
+        cls,
+        error_code=ErrorCode.topic_authorization_failed,
+        name=name,
+        topic_id=topic_id,
+        is_internal=False,
+        partitions=(),
     )
 
 

@@ -96,6 +96,7 @@ from tests.benchmarks.latency_probe import probe_in_subprocess  # noqa: E402
 from tests.benchmarks.policy_sets import POLICY_SETS, PolicySet, policy_set  # noqa: E402
 from tests.benchmarks.profiling import profiled  # noqa: E402
 from tests.benchmarks.small_requests import api_versions_request, run_load  # noqa: E402
+from tests.benchmarks.stall import format_stalls, measure_stalls  # noqa: E402
 
 KAFKA_BASE_PORT = 19292  # away from `make run` (19092) and the test suite (29092+, 39092+)
 HOST = "127.0.0.1"
@@ -888,6 +889,8 @@ def run(settings: Settings) -> dict[str, Any]:
     if "small" in settings.only and policy_set(settings.policies).authenticated:
         log("  small requests: skipped, the load generator does not authenticate")
     codec_us = metadata_rewrite_us()
+    stalls = measure_stalls()
+    log(format_stalls(stalls))
     workdir = Path(tempfile.mkdtemp(prefix="kafka-gateway-bench-"))
     cluster = LocalKafkaCluster(
         brokers=settings.brokers,
@@ -906,7 +909,8 @@ def run(settings: Settings) -> dict[str, Any]:
         idle = run_idle_connections(bench) if run_idle else None
     wall_s = time.monotonic() - started
     print_report(bench, codec_us, idle, wall_s)
-    return build_json(bench, codec_us, idle, wall_s)
+    print(format_stalls(stalls))
+    return {**build_json(bench, codec_us, idle, wall_s), "checked_request_stalls": stalls}
 
 
 def main(argv: list[str] | None = None) -> int:

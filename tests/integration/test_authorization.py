@@ -5,7 +5,8 @@ and consumes as group ``billing``; ``bob`` only reads ``orders.*``, with groups
 starting with ``bob-``, and an explicit deny rule on group ``billing``. Each client
 library must report the denial the way it reports a broker's (a delivery error, an
 exception from a future, a consumer error event), keep its connection working, and
-the gateway must write one ``authorization_denied`` audit event per denial.
+the gateway must write one aggregated ``authorization_denied`` audit event per
+request with refusals (counts, the refused names, the deciding rules).
 """
 
 from __future__ import annotations
@@ -160,20 +161,24 @@ def wait_for_denial(
     client_id: str | None = None,
     timeout: float = 15,
 ) -> Event:
-    """The ``authorization_denied`` audit event of one denial; checks its fields."""
+    """The aggregated ``authorization_denied`` audit event naming ``resource``; checks its
+    fields (one event per request: counts, the refused names, the deciding rules)."""
     event = gateway.wait_for_event(
         lambda e: (
             e.get("event") == "authorization_denied"
             and e.get("principal") == principal
-            and e.get("resource") == resource
-            and e.get("resource_type") == resource_type
-            and e.get("operation") in operations
+            and resource in e.get("resources", ())
+            and resource_type in e.get("resource_types", ())
+            and bool(operations & set(e.get("operations", ())))
             and (client_id is None or e.get("client_id") == client_id)
         ),
         timeout=timeout,
     )
     assert event.get("logger") in (None, "gateway.audit"), event
-    assert isinstance(event.get("rule"), str) and event["rule"], event
+    assert event["denied"] >= len(event["resources"]) >= 1, event
+    assert event["resources_omitted"] == event["denied"] - len(event["resources"]), event
+    assert isinstance(event.get("allowed"), int), event
+    assert event.get("rules") and all(isinstance(r, str) and r for r in event["rules"]), event
     assert isinstance(event.get("api"), str) and event["api"], event
     return event
 
@@ -246,7 +251,7 @@ def test_confluent_producer_denied_topic_then_allowed_on_the_same_producer(
         acl_gateway, "User:alice", PAYMENTS, {"Describe"}, client_id="acl-alice-producer"
     )
     assert event["api"] == "metadata"  # librdkafka asks for the topic's metadata first
-    assert event["rule"] == "default"
+    assert event["rules"] == ["default"]
 
 
 def test_confluent_read_only_principal_cannot_produce(acl_gateway: RunningGateway) -> None:
@@ -256,7 +261,7 @@ def test_confluent_read_only_principal_cannot_produce(acl_gateway: RunningGatewa
     assert denied.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, denied
     event = wait_for_denial(acl_gateway, "User:bob", ORDERS, {"Write"})
     assert event["api"] == "produce"
-    assert event["rule"] == "default"
+    assert event["rules"] == ["default"]
 
 
 def test_confluent_consumers_in_allowed_groups_read(acl_gateway: RunningGateway) -> None:
@@ -308,7 +313,7 @@ def test_confluent_consumer_in_a_denied_group_gets_group_authorization_failed(
     event = wait_for_denial(
         acl_gateway, "User:bob", "billing", {"Describe", "Read"}, resource_type="group"
     )
-    assert event["rule"] == BOB_DENIED_BILLING_RULE  # the explicit deny rule decided
+    assert event["rules"] == [BOB_DENIED_BILLING_RULE]  # the explicit deny rule decided
 
 
 def test_metadata_lists_only_the_topics_a_principal_may_describe(
@@ -484,7 +489,7 @@ def test_kafka_python_consumers(acl_gateway: RunningGateway) -> None:
         resource_type="group",
         client_id="acl-bob-kp-billing",
     )
-    assert event["rule"] == BOB_DENIED_BILLING_RULE
+    assert event["rules"] == [BOB_DENIED_BILLING_RULE]
 
 
 # --- audit --------------------------------------------------------------------------
@@ -499,7 +504,7 @@ def test_audit_events_name_the_decision_and_carry_no_password(
     wait_for_denial(acl_gateway, "User:bob", PAYMENTS, {"Describe"})
     denials = [e for e in acl_gateway.events() if e.get("event") == "authorization_denied"]
     for event in denials:
-        for field in ("principal", "operation", "resource_type", "resource", "rule", "api"):
+        for field in ("principal", "operations", "resource_types", "resources", "rules", "api"):
             assert event.get(field), f"{field} missing in {event}"
         assert not any("password" in key.lower() for key in event), event
     assert {e["principal"] for e in denials} <= {"User:alice", "User:bob"}
