@@ -142,6 +142,7 @@ class ClientSession:
         #: Caps, authentication deadline and idle timeout (None: not enforced).
         self.guard = guard
         self._nursery: trio.Nursery | None = None
+        self._logged_in = False
         self.state = SessionState.CONNECTING
         self.upstream: trio.abc.Stream | None = None
         self.upstream_address: HostPort | None = None
@@ -340,11 +341,11 @@ class ClientSession:
 
     def _note_login(self) -> None:
         """Once logged in (or, without SASL, once a request came): lift the pre-login limits."""
-        guard = self.guard
-        if self.auth.principal is None or self.requests == 0:
-            return
-        if guard is not None and not guard.logged_in:
-            guard.login()
+        if self._logged_in or self.auth.principal is None or self.requests == 0:
+            return  # the common case, once per batch of requests: nothing to do
+        self._logged_in = True
+        if self.guard is not None:
+            self.guard.login()
         self._requests.max_frame_bytes = self._request_frame_limit()
 
     def _authorize(self, entry: InFlight, frame: bytes) -> bytes | None:
