@@ -48,6 +48,7 @@ from gateway.enforcement import Enforcement
 from gateway.logs import debug_enabled
 from gateway.net import UpstreamUnavailable
 from gateway.upstream import open_upstream
+from gateway.upstream_reauth import UpstreamReauthentication, UpstreamReauthenticationFailed
 from policies.authorization import RequestVerdict, ResponseTransform
 from policies.config import HostPort
 
@@ -104,6 +105,9 @@ class InFlight:
     #: The gateway's own quota delay, reported in the response's ``throttle_time_ms``.
     throttle_ms: int = 0
     client_id: str | None = None
+    #: The gateway's own request (KIP-368 re-authentication): its response goes here,
+    #: never to the client.
+    on_response: Callable[[bytes], None] | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -165,6 +169,12 @@ class ClientSession:
         )
         self._debug = debug_enabled(self.log)
         self.enforcement = Enforcement(cluster, auth, self.log)
+        self.upstream_reauth = UpstreamReauthentication(
+            self._requests,
+            send=lambda frame: self._send_upstream([frame]),
+            expect=self._expect_own_response,
+            log=self.log,
+        )
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -227,6 +237,7 @@ class ClientSession:
             self.log.warning("upstream_unavailable", error=str(exc))
             raise SessionClosed(f"upstream unavailable: {exc}") from None
         self.upstream, self.upstream_address = connection.stream, connection.address
+        self.upstream_reauth.attach(connection, self.cluster.config.upstream)
         self._transition(SessionState.FORWARDING)
         self.log.info("connection_opened", upstream=str(self.upstream_address))
         assert self._nursery is not None
@@ -253,6 +264,8 @@ class ClientSession:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._pump, self._pump_requests, nursery.cancel_scope)
+            # Waits for the upstream connection (made after login) before it schedules.
+            nursery.start_soon(self._pump, self._reauthenticate_upstream, nursery.cancel_scope)
             if self.guard is not None:
                 nursery.start_soon(self._pump, self._watch_timeouts, nursery.cancel_scope)
         raise SessionClosed(self.close_reason)
@@ -265,6 +278,20 @@ class ClientSession:
             lambda: self.auth.waiting_for,
         )
         raise SessionClosed(reason)
+
+    async def _reauthenticate_upstream(self) -> None:
+        """KIP-368: keep the upstream login alive (:mod:`gateway.upstream_reauth`)."""
+        try:
+            await self.upstream_reauth.run()
+        except UpstreamReauthenticationFailed as exc:
+            raise SessionClosed(str(exc)) from None
+
+    def _expect_own_response(
+        self, api_key: int, api_version: int, correlation_id: int, deliver: Callable[[bytes], None]
+    ) -> None:
+        entry = InFlight(api_key, api_version, correlation_id, time.perf_counter())
+        entry.on_response = deliver
+        self.in_flight.append(entry)
 
     async def _pump(self, pump: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
         """Run one direction; when it ends, for whatever reason, end the other too."""
@@ -294,8 +321,10 @@ class ClientSession:
                 if not data:
                     raise SessionClosed("client closed the connection")
                 self.bytes_from_client += len(data)
+            await self.upstream_reauth.gate.client_enter()  # waits while it re-authenticates
             await self._forward_requests(stream, data)
             pending, stream.unconsumed = stream.unconsumed, b""
+            self.upstream_reauth.gate.client_leave()  # only between frames
 
     async def _forward_requests(self, stream: FrameStream, data: bytes | bytearray) -> None:
         """Route the requests in ``data``: forward, answer locally, or apply policies."""
@@ -550,7 +579,9 @@ class ClientSession:
                 pieces = self._feed(stream, data, self._decide_response, "upstream")
                 outgoing: list[Buffer] = []
                 for piece in pieces:
-                    if isinstance(piece, BufferedFrame):
+                    if isinstance(piece, BufferedFrame) and _is_own(piece.context):
+                        piece.context.on_response(bytes(piece.frame))  # re-authentication
+                    elif isinstance(piece, BufferedFrame):
                         frame = await self._complete_response(piece.context, piece.frame)
                         outgoing += (size_prefix(len(frame)), frame)
                     else:
@@ -582,6 +613,8 @@ class ClientSession:
         if self._debug:
             self._log_request(entry)
         insert = b"".join(local) if local else None
+        if entry.on_response is not None:  # the gateway's own request: not for the client
+            return Decision.BUFFER, entry, insert
         api_key, api_version = entry.api_key, entry.api_version
         if api_key == FETCH and self.cluster.policies.active:
             if self.enforcement.fetch_sizes_needed:
@@ -721,6 +754,10 @@ class ClientSession:
         except ValueError as exc:  # a streamed Fetch response that cannot be walked
             self.log.error("response_rewrite_failed", side=side, error=str(exc))
             raise SessionClosed(f"cannot rewrite streamed response: {exc}") from None
+
+
+def _is_own(context: Any) -> bool:
+    return isinstance(context, InFlight) and context.on_response is not None
 
 
 def _head_holds_acks(head: memoryview, api_version: int) -> bool:

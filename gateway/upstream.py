@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final
 from urllib.parse import urlsplit
@@ -60,11 +60,14 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTHENTICATE_VERSION",
     "HANDSHAKE_VERSION",
+    "REAUTH_CORRELATION_IDS",
+    "SaslRoundTrip",
     "UpstreamAuthenticationFailed",
     "UpstreamConnection",
     "UpstreamTokenSource",
     "open_upstream",
     "sasl_authenticate",
+    "sasl_reauthenticate",
     "upstream_ssl_context",
 ]
 
@@ -74,12 +77,18 @@ HANDSHAKE_VERSION: Final = 1
 AUTHENTICATE_VERSION: Final = 2
 #: No mechanism needs more round trips (SCRAM: 2, OAUTHBEARER error path: 2).
 MAX_SASL_ROUNDS: Final = 8
+#: Correlation ids of re-authentication requests on a session's connection (the top of the
+#: id space, as Kafka's SaslClientAuthenticator): a handshake and ``MAX_SASL_ROUNDS`` tokens.
+REAUTH_CORRELATION_IDS: Final = range(2**31 - 1 - MAX_SASL_ROUNDS, 2**31)
 #: The least time a token is used before it is renewed (see ``UpstreamTokenSource.refresh_at``).
 MIN_TOKEN_REUSE_S: Final = 60.0
 _CLIENT_ID: Final = "kafka-gateway"
 _MAX_CACHED_CONTEXTS: Final = 32
 
 log = structlog.get_logger("gateway.upstream")
+
+#: ``round_trip(request frame with its size prefix, what) -> response frame without it``.
+SaslRoundTrip = Callable[[bytes, str], Awaitable[bytes]]
 
 
 class UpstreamAuthenticationFailed(UpstreamUnavailable):
@@ -263,19 +272,55 @@ async def sasl_authenticate(
     """Authenticate ``stream`` with the gateway's own credentials; returns KIP-368's
     ``session_lifetime_ms`` (0: no re-authentication needed).
 
-    Also the re-authentication step: call it on an established connection while no
-    other request is in flight. The exchange (not the OAuth token fetch) must
-    finish within ``timeout_s``. OAUTHBEARER takes its token from ``token_source``
-    (default: :meth:`UpstreamTokenSource.shared`); a token the broker rejects is
-    dropped from it, so the next attempt fetches a new one.
+    Also a re-authentication step on a connection nobody else uses (a session's
+    connection re-authenticates with :func:`sasl_reauthenticate`). The exchange (not
+    the OAuth token fetch) must finish within ``timeout_s``. OAUTHBEARER takes its
+    token from ``token_source`` (default: :meth:`UpstreamTokenSource.shared`); a token
+    the broker rejects is dropped from it, so the next attempt fetches a new one.
     """
+    return await _authenticate(
+        sasl, address, timeout_s, token_source, _StreamRoundTrip(stream).round_trip
+    )
+
+
+async def sasl_reauthenticate(
+    round_trip: SaslRoundTrip,
+    sasl: UpstreamSaslConfig,
+    *,
+    address: HostPort,
+    timeout_s: float,
+    token_source: UpstreamTokenSource | None = None,
+) -> int:
+    """KIP-368 re-authentication of a connection whose bytes someone else reads.
+
+    Like :func:`sasl_authenticate`, but each request frame goes through
+    ``round_trip(frame, what) -> response frame`` (a session interleaves them with its
+    client's traffic), with correlation ids from ``REAUTH_CORRELATION_IDS`` (Kafka's
+    client reserves the top of the id space for them too). An OAUTHBEARER token
+    past its refresh time is renewed first (:meth:`UpstreamTokenSource.token`).
+    """
+    return await _authenticate(
+        sasl, address, timeout_s, token_source, round_trip, REAUTH_CORRELATION_IDS.start
+    )
+
+
+async def _authenticate(
+    sasl: UpstreamSaslConfig,
+    address: HostPort,
+    timeout_s: float,
+    token_source: UpstreamTokenSource | None,
+    round_trip: SaslRoundTrip,
+    first_correlation_id: int = 1,
+) -> int:
     token: str | None = None
     if sasl.mechanism == "OAUTHBEARER":
         if token_source is None:
             token_source = UpstreamTokenSource.shared(sasl, timeout_s=timeout_s)
         token = await token_source.token()
     session = sasl_client_for(sasl, oauth_token=token)
-    exchange = _SaslExchange(stream, address, session.mechanism, _secrets_of(sasl, token))
+    exchange = _SaslExchange(
+        round_trip, address, session.mechanism, _secrets_of(sasl, token), first_correlation_id
+    )
     try:
         with trio.fail_after(timeout_s):
             return await exchange.run(session)
@@ -302,18 +347,51 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+class _StreamBroken(Exception):
+    """A stream round trip failed; the message says how (the exchange adds who)."""
+
+
+class _StreamRoundTrip:
+    """Requests and responses on a stream that only the SASL exchange uses."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._decoder = FrameDecoder(DEFAULT_MAX_SASL_RECEIVE_SIZE)
+
+    async def round_trip(self, frame: bytes, what: str) -> bytes:
+        try:
+            await self._stream.send_all(frame)
+            while (response := self._decoder.next_frame()) is None:
+                data = await self._stream.receive_some(65536)
+                if not data:
+                    raise _StreamBroken(
+                        f"the broker closed the connection instead of answering {what} "
+                        "(do the upstream TLS/SASL settings match the broker's listener?)"
+                    )
+                self._decoder.feed(data)
+        except FrameError as exc:
+            raise _StreamBroken(f"invalid {what} response: {exc}") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _StreamBroken(f"connection lost during {what}: {_tls_reason(exc)}") from None
+        return response
+
+
 class _SaslExchange:
-    """One SaslHandshake + SaslAuthenticate conversation on a stream."""
+    """One SaslHandshake + SaslAuthenticate conversation through a round trip."""
 
     def __init__(
-        self, stream: trio.abc.Stream, address: HostPort, mechanism: str, secrets: tuple[str, ...]
+        self,
+        round_trip: SaslRoundTrip,
+        address: HostPort,
+        mechanism: str,
+        secrets: tuple[str, ...],
+        first_correlation_id: int = 1,
     ) -> None:
-        self._stream = stream
+        self._round_trip_of = round_trip
         self._address = address
         self._mechanism = mechanism
         self._secrets = secrets
-        self._decoder = FrameDecoder(DEFAULT_MAX_SASL_RECEIVE_SIZE)
-        self._correlation_id = 0
+        self._correlation_id = first_correlation_id - 1
 
     def _failed(self, what: str, error_code: int | None = None) -> UpstreamAuthenticationFailed:
         message = _redact(
@@ -393,20 +471,9 @@ class _SaslExchange:
 
     async def _round_trip(self, frame: bytes, what: str) -> bytes:
         try:
-            await self._stream.send_all(frame)
-            while (response := self._decoder.next_frame()) is None:
-                data = await self._stream.receive_some(65536)
-                if not data:
-                    raise self._broken(
-                        f"the broker closed the connection instead of answering {what} "
-                        "(do the upstream TLS/SASL settings match the broker's listener?)"
-                    )
-                self._decoder.feed(data)
-        except FrameError as exc:
-            raise self._broken(f"invalid {what} response: {exc}") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise self._broken(f"connection lost during {what}: {_tls_reason(exc)}") from None
-        return response
+            return await self._round_trip_of(frame, what)
+        except _StreamBroken as exc:
+            raise self._broken(str(exc)) from None
 
     def _broken(self, what: str) -> UpstreamUnavailable:
         return UpstreamUnavailable(

@@ -4,16 +4,40 @@ A SaslAuthenticate v1+ response tells the client how long its authentication is
 valid (``session_lifetime_ms``; 0 means forever). The client re-authenticates on
 the same connection before then; a connection whose session expired is closed at
 its next request (other than the re-authentication itself).
+
+The client side (the gateway's own upstream login) decides when to re-authenticate
+with :func:`reauthentication_delay_s`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from policies.auth.errors import AuthenticationFailed, FailureReason
 from policies.auth.principal import Principal
 
-__all__ = ["check_reauthentication", "session_expired", "session_lifetime_ms"]
+__all__ = [
+    "MIN_REAUTH_INTERVAL_S",
+    "REAUTH_SAFETY_MARGIN_S",
+    "check_reauthentication",
+    "reauthentication_delay_s",
+    "session_expired",
+    "session_lifetime_ms",
+]
+
+#: Re-authenticate between these fractions of the session lifetime (Kafka's client
+#: uses 85-95 %; the upper bound is lower here because the gateway's SaslHandshake may
+#: wait behind a client's in-flight requests, e.g. a long-polling Fetch).
+REAUTH_FRACTION_LOW: Final = 0.85
+REAUTH_FRACTION_HIGH: Final = 0.90
+#: A broker treats a SaslHandshake that comes less than 1 s after the previous
+#: re-authentication started as an ordinary (refused) request (Kafka's KafkaChannel).
+MIN_REAUTH_INTERVAL_S: Final = 1.0
+#: Re-authenticate at least this long before the session ends when the lifetime allows:
+#: client requests queued behind a slow one are checked for expiry when the broker reads
+#: them, not when they were sent.
+REAUTH_SAFETY_MARGIN_S: Final = 1.0
 
 
 def session_lifetime_ms(
@@ -66,3 +90,22 @@ def check_reauthentication(previous: Principal, current: Principal) -> None:
             user=current.name,
             mechanism=current.mechanism,
         )
+
+
+def reauthentication_delay_s(session_lifetime_ms: int, jitter: float) -> float | None:
+    """Seconds after an upstream (re-)authentication at which to re-authenticate.
+
+    ``session_lifetime_ms`` is the broker's KIP-368 answer (0 or less: never);
+    ``jitter`` in ``[0, 1)`` spreads connections that logged in together over the
+    window, so they do not all re-authenticate at once. The delay is
+    ``lifetime x (0.85 .. 0.90)``, at most ``lifetime - REAUTH_SAFETY_MARGIN_S`` and
+    at least ``MIN_REAUTH_INTERVAL_S`` (below about 2 s of lifetime the margin
+    cannot be kept: such sessions are re-authenticated every second).
+    """
+    if session_lifetime_ms <= 0:
+        return None
+    lifetime_s = session_lifetime_ms / 1000
+    jitter = min(max(jitter, 0.0), 1.0)
+    fraction = REAUTH_FRACTION_LOW + (REAUTH_FRACTION_HIGH - REAUTH_FRACTION_LOW) * jitter
+    delay = min(lifetime_s * fraction, lifetime_s - REAUTH_SAFETY_MARGIN_S)
+    return max(delay, MIN_REAUTH_INTERVAL_S)
