@@ -20,7 +20,7 @@ import enum
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 import trio
@@ -59,6 +59,9 @@ SASL_HANDSHAKE, API_VERSIONS, SASL_AUTHENTICATE = 17, 18, 36
 #: Fetches the JWKS of an issuer (single-flight, rate-limited by the key set).
 KeyRefresher = Callable[[str], Awaitable[None]]
 
+if TYPE_CHECKING:
+    from gateway.connection_guard import LoginSlots
+
 audit_log = structlog.get_logger("gateway.audit")
 T = TypeVar("T")
 
@@ -70,6 +73,9 @@ class Route(enum.Enum):
     LEGACY_TOKEN = "legacy_token"
     #: Passthrough: forwarded to the broker, but read on the way to learn the principal.
     OBSERVE = "observe"
+    #: ApiVersions before login on a listener that terminates SASL: answered by the
+    #: gateway from the brokers' answer, as no upstream connection exists yet.
+    LOCAL_API_VERSIONS = "local_api_versions"
 
 
 class AuthenticationClosed(Exception):
@@ -96,9 +102,15 @@ class ClientAuthentication:
         listener: str,
         client_address: str,
         refresh_keys: KeyRefresher | None = None,
+        login_slots: LoginSlots | None = None,
+        client_ip: str = "unknown",
     ) -> None:
         self._authenticator = authenticator
         self._refresh_keys = refresh_keys
+        self._login_slots = login_slots
+        self._client_ip = client_ip
+        #: What a login is waiting for right now (for the deadline's close reason).
+        self.waiting_for: str | None = None
         self.client_address = client_address
         self._audit: dict[str, Any] = {
             "virtual_cluster": virtual_cluster,
@@ -108,6 +120,8 @@ class ClientAuthentication:
         self._server: SaslServerSession | None = None
         self._relayed_mechanism: str | None = None
         self._claimed: Principal | None = None
+        #: Passthrough: SaslAuthenticate answers the broker gave in this exchange.
+        self._relayed_answers = 0
         self._legacy_flow = False
         self.authenticated_at = 0.0
         self.lifetime_ms: int | None = None
@@ -139,7 +153,9 @@ class ClientAuthentication:
 
     @property
     def authenticated(self) -> bool:
-        return self.principal is not None or not self.sasl_terminated
+        """Logged in: the gateway, or in passthrough mode the broker, accepted the client."""
+        auth = self._authenticator
+        return self.principal is not None or auth is None or not auth.sasl_required
 
     @property
     def passthrough(self) -> bool:
@@ -149,8 +165,8 @@ class ClientAuthentication:
 
     def route(self, api_key: int, now: float) -> Route:
         """What to do with a request (or bare token) on this connection now."""
-        if self.passthrough and api_key in (SASL_HANDSHAKE, SASL_AUTHENTICATE):
-            return Route.OBSERVE
+        if self.passthrough:
+            return self._passthrough_route(api_key)
         if not self.sasl_terminated:
             return Route.FORWARD
         if self._legacy_flow:
@@ -160,15 +176,22 @@ class ClientAuthentication:
         if api_key == SASL_AUTHENTICATE:
             return Route.AUTHENTICATE
         if api_key == API_VERSIONS:
-            return Route.FORWARD
+            return Route.FORWARD if self.principal is not None else Route.LOCAL_API_VERSIONS
         if self.principal is None:
-            name = API_TABLE.get(api_key, (str(api_key),))[0]
-            raise AuthenticationClosed(f"{name} request before authentication completed")
+            raise AuthenticationClosed(f"{_name(api_key)} request before authentication completed")
         if session_expired(now, self.authenticated_at, self.lifetime_ms):
             raise AuthenticationClosed("session expired without re-authentication (KIP-368)")
         return Route.FORWARD
 
     # --- passthrough: the broker authenticates, the gateway learns who -----------------
+
+    def _passthrough_route(self, api_key: int) -> Route:
+        """As Kafka: before the broker accepted the login, only ApiVersions and SASL."""
+        if api_key in (SASL_HANDSHAKE, SASL_AUTHENTICATE):
+            return Route.OBSERVE
+        if api_key != API_VERSIONS and self.principal is None:
+            raise AuthenticationClosed(f"{_name(api_key)} request before authentication completed")
+        return Route.FORWARD
 
     def observe_request(self, frame: bytes) -> None:
         """Read a relayed SaslHandshake or SaslAuthenticate request."""
@@ -180,18 +203,25 @@ class ClientAuthentication:
                 )
             self._relayed_mechanism = _parse(parse_sasl_handshake_request, frame, header).mechanism
             self._claimed = None
+            self._relayed_answers = 0
             return
         request = _parse(parse_sasl_authenticate_request, frame, header)
         if self._claimed is None and self._relayed_mechanism is not None:
             self._claimed = passthrough_principal(self._relayed_mechanism, request.auth_bytes)
 
     def observe_response(self, frame: Buffer, api_version: int) -> None:
-        """Read the broker's SaslAuthenticate answer: the claimed principal is now proven."""
+        """Read the broker's SaslAuthenticate answer; adopt the claimed principal only
+        from the final, successful one (:func:`passthrough_exchange_succeeded`)."""
         try:
             _, response = parse_sasl_authenticate_response_frame(frame, api_version)
         except CodecError as exc:
             raise AuthenticationClosed(f"malformed SaslAuthenticate response: {exc}") from None
+        self._relayed_answers += 1
         claimed = self._claimed
+        if response.error_code == NONE and not passthrough_exchange_succeeded(
+            self._relayed_mechanism, self._relayed_answers, response.auth_bytes
+        ):
+            return  # an intermediate challenge (SCRAM's server-first): nothing proven yet
         if response.error_code != NONE:
             failure = AuthenticationFailed(
                 FailureReason.REJECTED_BY_BROKER,
@@ -279,11 +309,17 @@ class ClientAuthentication:
             self._complete(result)
         return result
 
-    @staticmethod
-    async def _step(server: SaslServerSession, token: bytes, now: float) -> SaslResult:
-        if server.cpu_bound:  # password hashing: keep the event loop free
+    async def _step(self, server: SaslServerSession, token: bytes, now: float) -> SaslResult:
+        if not server.cpu_bound:
+            return server.evaluate(token, now)
+        # Password hashing: off the event loop, and only in a bounded slot, so a flood of
+        # logins queues (until each one's deadline) instead of starving real ones.
+        if self._login_slots is None:
             return await trio.to_thread.run_sync(server.evaluate, token, now)
-        return server.evaluate(token, now)
+        self.waiting_for = "waiting for a password-hashing slot"
+        async with self._login_slots.hashing(self._client_ip):
+            self.waiting_for = None
+            return await trio.to_thread.run_sync(server.evaluate, token, now)
 
     def _complete(self, result: SaslResult) -> None:
         assert result.principal is not None
@@ -308,6 +344,28 @@ class ClientAuthentication:
         )
         _audit(audit_log.warning, event.as_dict())
         self._server = None
+
+
+def passthrough_exchange_succeeded(mechanism: str | None, answers: int, auth_bytes: bytes) -> bool:
+    """Whether a broker's error-free SaslAuthenticate answer (the ``answers``-th of the
+    exchange) completes the login.
+
+    PLAIN has one exchange. OAUTHBEARER too, and its success carries no bytes (a failed
+    token gets a JSON error challenge with no error code first). SCRAM succeeds only with
+    the server-final message ``v=<signature>``, the answer to the client's proof; its
+    first answer (``r=...,s=...,i=...``) proves nothing.
+    """
+    if mechanism == "PLAIN":
+        return answers == 1
+    if mechanism == "OAUTHBEARER":
+        return answers == 1 and not auth_bytes
+    if mechanism is not None and mechanism.startswith("SCRAM-"):
+        return answers == 2 and auth_bytes.startswith(b"v=")
+    return False
+
+
+def _name(api_key: int) -> str:
+    return API_TABLE.get(api_key, (str(api_key),))[0]
 
 
 def _audit(emit: Callable[..., Any], fields: dict[str, Any]) -> None:

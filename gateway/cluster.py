@@ -21,7 +21,8 @@ import trio
 from codec.metadata import metadata_topic_ids
 from codec.primitives import Buffer
 from gateway.client_auth import ClientAuthentication
-from gateway.discovery import BrokerAddress, DiscoveryError, discover_brokers
+from gateway.connection_guard import ConnectionGuard, SessionGuard
+from gateway.discovery import BrokerAddress, BrokerApiVersions, DiscoveryError, discover_brokers
 from gateway.http_fetch import JwksRefreshers
 from gateway.net import ListenError, UpstreamUnavailable, open_listeners
 from gateway.policy_state import build_policies
@@ -77,6 +78,10 @@ class VirtualCluster:
         #: it is done only when an id is looked up (decode only what a policy needs).
         self._unread_metadata: deque[tuple[Buffer, int, int]] = deque(maxlen=8)
         self.discovered = trio.Event()
+        #: Caps, authentication deadline and idle timeout of this listener's connections.
+        self.connection_guard = ConnectionGuard(listener.limits)
+        #: The brokers' ApiVersions answers, for clients that have not logged in yet.
+        self.broker_api_versions = BrokerApiVersions(config.upstream)
 
     # --- address map (called by sessions) ------------------------------------------
 
@@ -183,6 +188,24 @@ class VirtualCluster:
 
     async def _serve(self, target: UpstreamTarget, stream: trio.SocketStream) -> None:
         ip, peer = _peer(stream)
+        guard = self.connection_guard.admit(ip)
+        if isinstance(guard, str):
+            self.log.warning("connection_refused", client=peer, reason=guard)
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await self._serve_within_limits(target, stream, ip, peer, guard)
+        finally:
+            guard.release()
+
+    async def _serve_within_limits(
+        self,
+        target: UpstreamTarget,
+        stream: trio.SocketStream,
+        ip: str,
+        peer: str,
+        guard: SessionGuard,
+    ) -> None:
         limiter = self.policies.connections
         refusal = limiter.admit_ip(ip, time.monotonic())
         if refusal is not None:
@@ -190,12 +213,12 @@ class VirtualCluster:
             await trio.aclose_forcefully(stream)
             return
         try:
-            await self._serve_admitted(target, stream, peer)
+            await self._serve_admitted(target, stream, peer, guard)
         finally:
             limiter.release_ip(ip)
 
     async def _serve_admitted(
-        self, target: UpstreamTarget, stream: trio.SocketStream, peer: str
+        self, target: UpstreamTarget, stream: trio.SocketStream, peer: str, guard: SessionGuard
     ) -> None:
         client: trio.abc.Stream = stream
         subject_dn = None
@@ -220,12 +243,14 @@ class VirtualCluster:
                 listener=str(self.config.listener.bootstrap),
                 client_address=peer,
                 refresh_keys=self.key_refreshers,
+                login_slots=self.connection_guard.login_slots,
+                client_ip=guard.ip,
             )
         except NoMatchingRule as exc:
             self.log.warning("tls_principal_unmapped", client=peer, error=str(exc))
             await trio.aclose_forcefully(client)
             return
-        await ClientSession(self, target, client, peer=peer, auth=auth).run()
+        await ClientSession(self, target, client, peer=peer, auth=auth, guard=guard).run()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``started()`` once the bootstrap port is bound."""

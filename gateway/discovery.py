@@ -94,3 +94,53 @@ async def discover_brokers(upstream: UpstreamConfig) -> list[BrokerAddress]:
             raise DiscoveryError(
                 f"metadata request to {connection.address} failed: {exc!r}"
             ) from exc
+
+
+API_VERSIONS_KEY = 18
+#: ApiVersions v3+ names the client software (compact strings, then no tagged fields).
+_API_VERSIONS_V3_BODY = b"\x0ekafka-gateway\x020\x00"
+
+
+class BrokerApiVersions:
+    """The brokers' ApiVersions answer per request version, fetched once and kept.
+
+    A listener that terminates SASL answers ApiVersions itself before a client has
+    logged in (it has no upstream connection yet); it serves the body a broker gave
+    the gateway for the same request version, so the client sees what the forwarded
+    path would show it. Entries are refreshed after ``metadata_refresh_interval_ms``;
+    concurrent misses share one fetch.
+    """
+
+    def __init__(self, upstream: UpstreamConfig) -> None:
+        self._upstream = upstream
+        self._bodies: dict[int, tuple[bytes, float]] = {}
+        self._lock = trio.Lock()
+
+    async def body(self, version: int) -> bytes:
+        """The broker's ApiVersions response body (after the correlation id) for ``version``."""
+        max_age_s = self._upstream.metadata_refresh_interval_ms / 1000
+        async with self._lock:
+            cached = self._bodies.get(version)
+            if cached is not None and trio.current_time() - cached[1] < max_age_s:
+                return cached[0]
+            body = await self._fetch(version)
+            self._bodies[version] = (body, trio.current_time())
+            return body
+
+    async def _fetch(self, version: int) -> bytes:
+        connection = await open_upstream(self._upstream.bootstrap_servers, self._upstream)
+        async with connection.stream as stream:
+            request = _API_VERSIONS_V3_BODY if version >= 3 else b""
+            try:
+                body = await request_response(
+                    stream,
+                    API_VERSIONS_KEY,
+                    version,
+                    request,
+                    self._upstream.request_timeout_ms / 1000,
+                )
+                return bytes(body)
+            except (trio.TooSlowError, trio.BrokenResourceError, CodecError) as exc:
+                raise DiscoveryError(
+                    f"ApiVersions request to {connection.address} failed: {exc!r}"
+                ) from exc

@@ -43,7 +43,7 @@ from codec.rewrite import carries_addresses, rewrite_response
 from codec.sasl import DEFAULT_MAX_SASL_RECEIVE_SIZE
 from codec.stream import BufferedFrame, Decider, Decision, FrameStream, Piece
 from codec.throttle import patch_throttle_time, throttle_first_in_body
-from gateway.client_auth import AuthenticationClosed, ClientAuthentication, Route
+from gateway.client_auth import Answer, AuthenticationClosed, ClientAuthentication, Route
 from gateway.enforcement import Enforcement
 from gateway.logs import debug_enabled
 from gateway.net import UpstreamUnavailable
@@ -59,6 +59,7 @@ from policies.config import HostPort
 
 if TYPE_CHECKING:
     from gateway.cluster import VirtualCluster
+    from gateway.connection_guard import SessionGuard
 
 PRODUCE, FETCH, METADATA, API_VERSIONS, SASL_AUTHENTICATE = 0, 1, 3, 18, 36
 RECEIVE_BYTES = 256 * 1024
@@ -144,11 +145,16 @@ class ClientSession:
         *,
         peer: str,
         auth: ClientAuthentication,
+        guard: SessionGuard | None = None,
     ) -> None:
         self.cluster = cluster
         self.target = target
         self.client = client
         self.auth = auth
+        #: Caps, authentication deadline and idle timeout (None: not enforced).
+        self.guard = guard
+        self._nursery: trio.Nursery | None = None
+        self._logged_in = False
         self.state = SessionState.CONNECTING
         self.upstream: trio.abc.Stream | None = None
         self.upstream_address: HostPort | None = None
@@ -184,9 +190,8 @@ class ClientSession:
         started = time.monotonic()
         try:
             self._admit_principal()
-            await self._connect_upstream()
-            self._transition(SessionState.FORWARDING)
-            self.log.info("connection_opened", upstream=str(self.upstream_address))
+            # No upstream connection yet: it is opened for the first request that must be
+            # forwarded, i.e. after login (unauthenticated connections cost no upstream).
             await self._forward()
         except SessionClosed as closed:
             self.close_reason = str(closed)
@@ -230,7 +235,8 @@ class ClientSession:
                     await trio.aclose_forcefully(stream)
 
     async def _connect_upstream(self) -> None:
-        """TCP, then TLS and the gateway's own SASL login when the upstream needs them."""
+        """TCP, then TLS and the gateway's own SASL login when the upstream needs them;
+        then start relaying responses."""
         try:
             connection = await open_upstream(
                 await self._upstream_addresses(), self.cluster.config.upstream
@@ -240,6 +246,10 @@ class ClientSession:
             raise SessionClosed(f"upstream unavailable: {exc}") from None
         self.upstream, self.upstream_address = connection.stream, connection.address
         self.upstream_reauth.attach(connection, self.cluster.config.upstream)
+        self._transition(SessionState.FORWARDING)
+        self.log.info("connection_opened", upstream=str(self.upstream_address))
+        assert self._nursery is not None
+        self._nursery.start_soon(self._pump, self._pump_responses, self._nursery.cancel_scope)
 
     async def _upstream_addresses(self) -> list[HostPort]:
         node_id = self.target.node_id
@@ -258,11 +268,24 @@ class ClientSession:
         return [address]
 
     async def _forward(self) -> None:
+        """Relay requests; responses once :meth:`_connect_upstream` has connected."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._pump, self._pump_requests, nursery.cancel_scope)
-            nursery.start_soon(self._pump, self._pump_responses, nursery.cancel_scope)
+            # Waits for the upstream connection (made after login) before it schedules.
             nursery.start_soon(self._pump, self._reauthenticate_upstream, nursery.cancel_scope)
+            if self.guard is not None:
+                nursery.start_soon(self._pump, self._watch_timeouts, nursery.cancel_scope)
         raise SessionClosed(self.close_reason)
+
+    async def _watch_timeouts(self) -> None:
+        assert self.guard is not None
+        reason = await self.guard.watch(
+            lambda: self.bytes_from_client + self.bytes_to_client,
+            lambda: bool(self.in_flight),
+            lambda: self.auth.waiting_for,
+        )
+        raise SessionClosed(reason)
 
     async def _reauthenticate_upstream(self) -> None:
         """KIP-368: keep the upstream login alive (:mod:`gateway.upstream_reauth`)."""
@@ -340,6 +363,7 @@ class ClientSession:
             stream.max_frame_bytes = self._request_frame_limit()
             self._admit_principal()
         await self._send_upstream(outgoing)
+        self._note_login()
         if self._has_local_answer_due():
             await self._flush_local_answers()
         if self.enforcement.close_reason is not None:
@@ -350,6 +374,16 @@ class ClientSession:
         reason = self.enforcement.admit_principal()
         if reason is not None:
             raise SessionClosed(reason)
+        self._note_login()
+
+    def _note_login(self) -> None:
+        """Once logged in (or, without SASL, once a request came): lift the pre-login limits."""
+        if self._logged_in or self.auth.principal is None or self.requests == 0:
+            return  # the common case, once per batch of requests: nothing to do
+        self._logged_in = True
+        if self.guard is not None:
+            self.guard.login()
+        self._requests.max_frame_bytes = self._request_frame_limit()
 
     def _authorize(self, entry: InFlight, frame: bytes) -> bytes | None:
         """Apply ACLs and per-topic quotas; return what to forward upstream, if anything."""
@@ -399,6 +433,8 @@ class ClientSession:
 
     async def _send_upstream(self, outgoing: list[Buffer]) -> None:
         if outgoing:
+            if self.upstream is None:
+                await self._connect_upstream()
             assert self.upstream is not None
             await self.upstream.send_all(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
@@ -468,7 +504,9 @@ class ClientSession:
     async def _answer_sasl(self, route: Route, entry: InFlight, frame: bytes) -> None:
         """Answer a SASL request locally, in order; close after a failed authentication."""
         try:
-            if route is Route.HANDSHAKE:
+            if route is Route.LOCAL_API_VERSIONS:
+                answer = Answer(await self._local_api_versions(frame))
+            elif route is Route.HANDSHAKE:
                 answer = self.auth.handshake(frame)
             elif route is Route.AUTHENTICATE:
                 answer = await self.auth.authenticate(frame)
@@ -485,6 +523,21 @@ class ClientSession:
                     self._local_answers_sent = trio.Event()
             await trio.sleep(self.auth.failed_authentication_delay_s)
             raise SessionClosed(answer.close_after)
+
+    async def _local_api_versions(self, frame: bytes) -> bytes:
+        """The answer the forwarded path would give, from the brokers' cached answer."""
+        _, api_version, correlation_id = peek_api(frame)
+        low, high = GATEWAY_VERSION_RANGES[API_VERSIONS]
+        if api_version > high:
+            return api_versions.unsupported_version_response(correlation_id, low, high)
+        try:
+            body = await self.cluster.broker_api_versions.body(api_version)
+        except (UpstreamUnavailable, ConnectionError) as exc:
+            self.log.warning("upstream_unavailable", error=str(exc))
+            raise SessionClosed(f"upstream unavailable: {exc}") from None
+        return _intersect_api_versions(
+            correlation_id.to_bytes(4, "big", signed=True) + body, api_version
+        )
 
     def _check_decodable(self, api_key: int, api_version: int) -> None:
         """Refuse versions of address-carrying APIs the codec cannot rewrite.

@@ -64,6 +64,7 @@ __all__ = [
     "Integer",
     "JwtAlgorithm",
     "ListenerConfig",
+    "ListenerLimitsConfig",
     "LogConfig",
     "NodeId",
     "OAuthBearerConfig",
@@ -965,6 +966,79 @@ class UpstreamSaslConfig(_Section):
         return self
 
 
+class ListenerLimitsConfig(_Section):
+    """Limits that keep unauthenticated and idle connections cheap for the gateway.
+
+    A connection is *unauthenticated* until its SASL login completes (on a listener
+    without SASL: until its first request arrives). Until then it holds no upstream
+    connection and is counted against the unauthenticated caps as well as the totals.
+    Counts are per virtual cluster and per gateway process (each `--workers` process
+    counts its own). Refusals log `connection_refused`, timeouts `connection_closed`
+    with the reason.
+    """
+
+    max_connections: Integer = Field(
+        default=5000,
+        ge=1,
+        description=(
+            "Open client connections on this listener (bootstrap and broker ports "
+            "together); the next one is refused. Each logged-in connection also holds an "
+            "upstream connection, so this bounds the gateway's open files at about twice it."
+        ),
+    )
+    max_connections_per_ip: Integer = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Open client connections per client IP address (like Kafka's "
+            "`max.connections.per.ip`, which Kafka leaves unlimited). A NAT or load balancer "
+            "in front of many clients may need more."
+        ),
+    )
+    max_unauthenticated_connections: Integer = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Connections that have not logged in yet, in total: a flood of silent "
+            "connections cannot crowd out clients that log in."
+        ),
+    )
+    max_unauthenticated_connections_per_ip: Integer = Field(
+        default=100,
+        ge=1,
+        description="Connections that have not logged in yet, per client IP address.",
+    )
+    authentication_timeout_ms: Integer = Field(
+        default=10000,
+        ge=100,
+        le=600000,
+        description=(
+            "Time from accepting a connection to its completed SASL login (the broker's "
+            "final answer in passthrough mode), or to its first request on a listener "
+            "without SASL; then the connection is closed. Real logins take milliseconds; "
+            "the default leaves room for a TLS handshake, a slow JWKS fetch and a queue of "
+            "password hashing under load, while a silent connection costs little for long."
+        ),
+    )
+    connections_max_idle_ms: Integer = Field(
+        default=600000,
+        ge=100,
+        description=(
+            "A logged-in connection with no bytes in either direction and no request in "
+            "flight for this long is closed (like Kafka's `connections.max.idle.ms`)."
+        ),
+    )
+    max_concurrent_logins_per_ip: Integer = Field(
+        default=2,
+        ge=1,
+        description=(
+            "PLAIN and SCRAM logins from one client IP address hashing passwords at the same "
+            "time; further ones wait (until their authentication deadline). All logins of "
+            "the process share one hashing slot per CPU, taken in arrival order."
+        ),
+    )
+
+
 class ListenerConfig(_Section):
     """Where the gateway accepts client connections for one virtual cluster.
 
@@ -1009,6 +1083,12 @@ class ListenerConfig(_Section):
     authentication: AuthenticationConfig = Field(
         default_factory=AuthenticationConfig,
         description="How clients authenticate. Default: no authentication (`User:ANONYMOUS`).",
+    )
+    limits: ListenerLimitsConfig = Field(
+        default_factory=ListenerLimitsConfig,
+        description=(
+            "Connection caps, the authentication deadline and idle timeouts. On by default."
+        ),
     )
 
     @field_validator("advertised_host")

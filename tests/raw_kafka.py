@@ -21,9 +21,13 @@ from codec.headers import request_header_version, response_body_offset
 
 
 class RawKafkaConnection:
-    def __init__(self, address: str, timeout: float = 10) -> None:
+    def __init__(self, address: str, timeout: float = 10, source_host: str | None = None) -> None:
+        """``source_host`` (e.g. ``127.0.0.2``) makes the connection come from another IP."""
         host, port = address.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        source = (source_host, 0) if source_host is not None else None
+        self.sock = socket.create_connection(
+            (host, int(port)), timeout=timeout, source_address=source
+        )
         self._buf = b""
 
     def close(self) -> None:
