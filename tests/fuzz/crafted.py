@@ -7,8 +7,15 @@ inputs (``tests/fuzz/crashes/crafted-*``) and used by the unit and integration t
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+import typing
 from typing import Final
+
+from kio.index import load_request_schema
+
+from codec.headers import encode_request_header
+from tests.fuzz.seeds import _example_value
 
 #: 2^35 - 1 as a 5-byte unsigned varint: a compact array of 2^35 - 2 elements.
 HUGE_UVARINT: Final = b"\xff\xff\xff\xff\x7f"
@@ -51,3 +58,21 @@ CRAFTED: Final = {
     "join-group-v6-huge-protocols": JOIN_GROUP_HUGE_PROTOCOLS,
     "offset-commit-v8-huge-string": OFFSET_COMMIT_HUGE_STRING,
 }
+
+
+def frame_with_null(api_key: int, version: int, null_field: str) -> bytes:
+    """A valid request (see :mod:`tests.fuzz.seeds`) but for a null in ``null_field``."""
+    cls = load_request_schema(api_key, version)
+    hints = typing.get_type_hints(cls)
+    assert null_field in hints, f"{cls.__name__} has no field {null_field}"
+    body = bytearray()
+    for field in dataclasses.fields(cls):
+        if "tag" in field.metadata:
+            continue
+        if field.name == null_field:
+            body += b"\x00" if cls.__flexible__ else struct.pack(">i", -1)
+        else:
+            body += _example_value(field, hints[field.name], cls.__flexible__)
+    if cls.__flexible__:
+        body += b"\x00"
+    return encode_request_header(api_key, version, 1, "c") + bytes(body)

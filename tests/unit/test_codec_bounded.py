@@ -12,6 +12,7 @@ since the walk runs first).
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 import subprocess
 import sys
@@ -30,9 +31,9 @@ from codec.api_versions import gateway_version_ranges
 from codec.bounded import BoundsError, _array_element, _optional, check_body, entity_plan
 from codec.headers import encode_request_header
 from policies.authorization import authorize_request
-from policies.authorization.messages import MessageError, decode_request, decode_response
-from tests.fuzz.crafted import CRAFTED, HUGE_UVARINT
-from tests.fuzz.seeds import _example_value, example_body
+from policies.authorization.messages import MessageError, decode_request
+from tests.fuzz.crafted import CRAFTED, HUGE_UVARINT, frame_with_null
+from tests.fuzz.seeds import example_body
 from tests.fuzz.targets import _CONTEXT
 
 REPO_ROOT = Path(__file__).parents[2]
@@ -54,18 +55,24 @@ REQUESTS = _classes(load_request_schema)
 RESPONSES = _classes(load_response_schema)
 
 
-def _decode_in_child(frame: bytes) -> subprocess.CompletedProcess[str]:
-    """Decode ``frame`` in a fresh interpreter: a native abort kills only that one."""
+def _decode_in_child(frame: bytes, response_of: tuple[int, int] | None = None) -> str:
+    """Decode ``frame`` in a fresh interpreter (a native abort kills only that one).
+
+    Returns what the child printed: ``MessageError: <reason>`` or ``decoded``.
+    """
+    call = f"decode_response(frame, *{response_of!r})" if response_of else "decode_request(frame)"
     code = (
-        "from policies.authorization.messages import MessageError, decode_request\n"
+        "from policies.authorization.messages import MessageError, decode_request, "
+        "decode_response\n"
+        f"frame = bytes.fromhex({frame.hex()!r})\n"
         "try:\n"
-        f"    decode_request(bytes.fromhex({frame.hex()!r}))\n"
+        f"    {call}\n"
         "except MessageError as exc:\n"
         "    print('MessageError:', exc)\n"
         "else:\n"
         "    print('decoded')\n"
     )
-    return subprocess.run(
+    child = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
@@ -73,34 +80,37 @@ def _decode_in_child(frame: bytes) -> subprocess.CompletedProcess[str]:
         check=False,
         timeout=120,
     )
+    died = f"decoder process died ({child.returncode}): {child.stderr[-600:]}"
+    assert child.returncode == 0, died
+    return child.stdout.strip()
 
 
 @pytest.mark.parametrize("name", sorted(CRAFTED))
 def test_huge_claims_are_refused_without_killing_the_process(name: str) -> None:
-    child = _decode_in_child(CRAFTED[name])
-    assert child.returncode == 0, (
-        f"decoder process died ({child.returncode}): {child.stderr[-600:]}"
-    )
-    assert child.stdout.startswith("MessageError:"), child.stdout
+    assert _decode_in_child(CRAFTED[name]).startswith("MessageError: field ")
 
 
 def test_the_issues_metadata_frame_names_the_field_and_the_bytes_left() -> None:
     frame = CRAFTED["metadata-v12-huge-topics"]
     assert len(frame) <= 20
-    with pytest.raises(MessageError, match=r"field topics: 34359738366 elements .* 3 bytes left"):
-        decode_request(frame)
+    outcome = _decode_in_child(frame)
+    assert re.fullmatch(
+        r"MessageError: field topics: 34359738366 elements .* 3 bytes left", outcome
+    )
 
 
 def test_a_huge_string_length_is_refused() -> None:
-    with pytest.raises(MessageError, match="field group_id: length 34359738366 exceeds"):
-        decode_request(CRAFTED["offset-commit-v8-huge-string"])
+    outcome = _decode_in_child(CRAFTED["offset-commit-v8-huge-string"])
+    assert outcome.startswith("MessageError: field group_id: length 34359738366 exceeds"), outcome
 
 
 def test_a_huge_count_in_a_broker_response_is_refused() -> None:
     body = struct.pack(">i", 0) + HUGE_UVARINT  # Metadata v12: throttle, brokers
     frame = struct.pack(">i", 7) + b"\x00" + body
-    with pytest.raises(MessageError, match=r"malformed metadata v12 response: field brokers"):
-        decode_response(frame, 3, 12)
+    outcome = _decode_in_child(frame, response_of=(3, 12))
+    assert outcome.startswith("MessageError: malformed metadata v12 response: field brokers"), (
+        outcome
+    )
 
 
 def test_varints_longer_than_five_bytes_are_refused() -> None:
@@ -138,23 +148,6 @@ def _null_cases() -> list[tuple[int, int, str]]:
     return cases
 
 
-def _frame_with_null(api_key: int, version: int, null_field: str) -> bytes:
-    cls = load_request_schema(api_key, version)
-    hints = typing.get_type_hints(cls)
-    assert null_field in hints, f"{cls.__name__} has no field {null_field}"
-    body = bytearray()
-    for field in dataclasses.fields(cls):
-        if "tag" in field.metadata:
-            continue
-        if field.name == null_field:
-            body += b"\x00" if cls.__flexible__ else struct.pack(">i", -1)
-        else:
-            body += _example_value(field, hints[field.name], cls.__flexible__)
-    if cls.__flexible__:
-        body += b"\x00"
-    return encode_request_header(api_key, version, 1, "c") + bytes(body)
-
-
 NULL_CASES = _null_cases()
 
 
@@ -167,7 +160,7 @@ def test_a_null_in_a_non_nullable_array_is_a_typed_error(
     api_key: int, version: int, field: str
 ) -> None:
     with pytest.raises(MessageError, match=f"field {field} is null but not nullable"):
-        decode_request(_frame_with_null(api_key, version, field))
+        decode_request(frame_with_null(api_key, version, field))
 
 
 @pytest.mark.parametrize(
@@ -192,7 +185,7 @@ def test_a_null_in_a_non_nullable_array_is_a_typed_error(
 def test_authorization_handlers_refuse_a_null_array_with_a_message_error(
     api_key: int, version: int, field: str
 ) -> None:
-    frame = _frame_with_null(api_key, version, field)
+    frame = frame_with_null(api_key, version, field)
     with pytest.raises(MessageError, match=f"field {field} is null but not nullable"):
         authorize_request(_CONTEXT, api_key, version, frame)
 
