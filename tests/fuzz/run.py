@@ -35,6 +35,8 @@ CRASHES_DIR: Final = FUZZ_DIR / "crashes"
 CORPUS_DIR: Final = FUZZ_DIR / "corpus"
 REPO_ROOT: Final = FUZZ_DIR.parent.parent
 RUNNING: Final = "RUNNING "
+#: A child needs this long to load the seeds: a restart with less time left is skipped.
+MIN_CHILD_SECONDS: Final = 20
 
 
 @dataclass
@@ -72,7 +74,7 @@ def fuzz(seconds: int, seed: int, crashes_dir: Path = CRASHES_DIR) -> Outcome:
     deadline = time.monotonic() + seconds
     reports: list[str] = []
     clean = True
-    while (left := int(deadline - time.monotonic())) > 0:
+    while (left := int(deadline - time.monotonic())) >= MIN_CHILD_SECONDS:
         child = subprocess.run(
             [
                 sys.executable,
