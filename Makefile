@@ -12,7 +12,7 @@ SYSTEM_DEPS := java:openjdk-17-jre-headless mvn:maven kcat:kcat
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help install system-deps kafka run test lint typecheck docs docs-check unit integration bench clean
+.PHONY: help install system-deps kafka run test lint typecheck docs docs-check unit integration bench fuzz clean
 
 help:
 	@echo "make run   - start a local 3-broker Kafka and the gateway with deploy/examples/acl-quota.yaml (bootstrap 127.0.0.1:9092)"
@@ -64,6 +64,12 @@ integration: kafka
 
 test: kafka lint typecheck docs-check
 	$(BIN)/pytest tests/unit tests/integration -q -rfE $(PYTEST_ARGS)
+
+# coverage-guided fuzzing of every decoder a session applies to client bytes (atheris);
+# crashing inputs are saved in tests/fuzz/crashes/ and replayed by `make test`
+FUZZ_SECONDS ?= 300
+fuzz: install
+	$(BIN)/python -m tests.fuzz.run fuzz --seconds $(FUZZ_SECONDS)
 
 bench: kafka
 	$(BIN)/python tests/benchmarks/bench.py $(BENCH_ARGS)

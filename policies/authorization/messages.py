@@ -9,6 +9,12 @@ byte-identical fast writer of :mod:`policies.authorization.encoding` (about
 1 us per small entity), and re-encoding is kept to the partly authorized case.
 kio needs read-only buffers, and fails on an unknown tagged field; both are
 handled here so callers see a :class:`MessageError` naming the API.
+
+kio's native reader reserves memory for any count it reads before reading the
+elements, and a failed reservation aborts the process: every body is first walked
+by :func:`codec.bounded.check_body` (lengths and counts against the bytes left,
+nulls only where the schema allows them), and only a body that passed is given to
+kio. This module is the only place that hands client or broker bytes to kio.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 
 from codec.api_table import API_TABLE
+from codec.bounded import BoundsError, check_body
 from codec.headers import encode_response_header, parse_request_header, response_body_offset
 from codec.primitives import CodecError
 from policies.authorization.encoding import encode_entity
@@ -102,6 +109,12 @@ def decode_response(frame: bytes, api_key: int, api_version: int) -> Any:
 
 def _decode(cls: type[Any], frame: bytes, offset: int, kind: str, key: int, version: int) -> Any:
     data = frame if isinstance(frame, bytes) else bytes(frame)
+    try:
+        check_body(cls, data, offset)
+    except BoundsError as exc:  # e.g. "field topics is null but not nullable"
+        if kind == "request":  # the caller names the request already
+            raise MessageError(str(exc)) from None
+        raise MessageError(f"malformed {api_name(key)} v{version} {kind}: {exc}") from None
     try:
         body, _ = _reader(cls)(memoryview(data)[offset:].toreadonly(), 0)
     except Exception as exc:  # kio raises assorted errors on malformed input
