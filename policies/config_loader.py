@@ -45,7 +45,14 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from policies.config import GatewayConfig
 
-__all__ = ["ConfigError", "ConfigProblem", "load_config", "parse_config", "run_validate"]
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "load_config",
+    "parse_config",
+    "parse_config_bytes",
+    "run_validate",
+]
 
 Loc = tuple[str | int, ...]
 
@@ -85,10 +92,17 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(
+    path: str | Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: str | Path | None = None,
+) -> GatewayConfig:
     """Read, substitute, parse and validate the configuration file at ``path``.
 
-    ``env`` replaces ``os.environ`` for ``${VAR}`` substitution. Raises :class:`ConfigError`.
+    ``env`` replaces ``os.environ`` for ``${VAR}`` substitution; relative file paths
+    resolve against ``base_dir`` (default: the file's directory; a copy of the file
+    elsewhere passes the original's). Raises :class:`ConfigError`.
     """
     source = str(path)
     try:
@@ -97,12 +111,25 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Ga
         reason = exc.strerror or str(exc)
         message = f"cannot read file: {reason}"
         raise ConfigError([ConfigProblem(source, "", None, None, message)]) from None
+    if base_dir is None:
+        base_dir = Path(path).absolute().parent
+    return parse_config_bytes(data, source, env=env, base_dir=base_dir)
+
+
+def parse_config_bytes(
+    data: bytes,
+    source: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: str | Path | None = None,
+) -> GatewayConfig:
+    """:func:`parse_config` of a file's raw bytes (which must be UTF-8)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         message = f"not UTF-8 text (invalid byte at offset {exc.start})"
         raise ConfigError([ConfigProblem(source, "", None, None, message)]) from None
-    return parse_config(text, source, env=env, base_dir=Path(path).absolute().parent)
+    return parse_config(text, source, env=env, base_dir=base_dir)
 
 
 def parse_config(
