@@ -22,6 +22,9 @@
    ``aud`` must contain one of the issuer's audiences; every required claim is
    present; the principal claim (default ``sub``) is a non-empty string.
 
+The principal name is the issuer's ``principal_prefix`` followed by the principal
+claim, so two issuers with their own prefixes never assert the same principal.
+
 Time checks use the ``now`` passed in, not the system clock, so they are
 deterministic in tests.
 """
@@ -117,6 +120,8 @@ class ValidatedToken:
     issuer: str
     expires_at: float
     claims: Mapping[str, Any] = field(repr=False)
+    #: The issuer's ``principal_prefix``: ``principal_name`` starts with it.
+    namespace: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,8 @@ class IssuerPolicy:
     key_set: JwksKeySet | None = None
     hmac_secret: bytes | None = field(default=None, repr=False)
     principal_claim: str = "sub"
+    #: Prepended to the principal claim (and to claim values ACL ``Claim:`` rules see).
+    principal_prefix: str = ""
     required_claims: tuple[str, ...] = ()
     leeway_s: float = 30.0
 
@@ -242,6 +249,7 @@ class JwtValidator:
                     key_set=key_set,
                     hmac_secret=secret,
                     principal_claim=issuer.principal_claim,
+                    principal_prefix=issuer.principal_prefix,
                     required_claims=tuple(issuer.required_claims),
                     leeway_s=float(issuer.leeway_s),
                 )
@@ -375,5 +383,9 @@ class JwtValidator:
                 f"principal claim {policy.principal_claim!r} is not a non-empty string",
             )
         return ValidatedToken(
-            principal_name=principal, issuer=policy.issuer, expires_at=float(exp), claims=claims
+            principal_name=policy.principal_prefix + principal,
+            issuer=policy.issuer,
+            expires_at=float(exp),
+            claims=claims,
+            namespace=policy.principal_prefix,
         )

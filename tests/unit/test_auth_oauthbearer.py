@@ -308,6 +308,33 @@ def test_several_issuers(rsa_key: rsa.RSAPrivateKey, rsa_key_2: rsa.RSAPrivateKe
     assert v.key_set(ISSUER) is one and v.key_sets() == {ISSUER: one, "https://other.example": two}
 
 
+def test_issuer_prefix_qualifies_the_principal(
+    rsa_key: rsa.RSAPrivateKey, rsa_key_2: rsa.RSAPrivateKey
+) -> None:
+    one = JwksKeySet.from_document(jwks(jwk(rsa_key, "k1")), NOW)
+    two = JwksKeySet.from_document(jwks(jwk(rsa_key_2, "k1")), NOW)
+    v = JwtValidator(
+        [
+            IssuerPolicy(ISSUER, (AUDIENCE,), key_set=one, principal_prefix="idp-a/"),
+            IssuerPolicy("https://b.example", (AUDIENCE,), key_set=two, principal_prefix="idp-b/"),
+        ]
+    )
+    from_a = v.validate(sign(rsa_key, sub="admin"), NOW)
+    from_b = v.validate(sign(rsa_key_2, sub="admin", iss="https://b.example"), NOW)
+    assert (from_a.principal_name, from_a.namespace) == ("idp-a/admin", "idp-a/")
+    assert (from_b.principal_name, from_b.namespace) == ("idp-b/admin", "idp-b/")
+    session = OAuthBearerServerSession(v)
+    token = oauthbearer_client_token(sign(rsa_key_2, sub="admin", iss="https://b.example"))
+    principal = session.evaluate(token, NOW).principal
+    assert principal is not None
+    assert (str(principal), principal.namespace) == ("User:idp-b/admin", "idp-b/")
+    # the client may name itself as in its token, or qualified
+    for authzid in ("admin", "idp-a/admin"):
+        message = oauthbearer_client_token(sign(rsa_key, sub="admin"), authzid=authzid)
+        result = OAuthBearerServerSession(v).evaluate(message, NOW)
+        assert result.principal is not None and result.principal.name == "idp-a/admin"
+
+
 # --------------------------------------------------------------------------------------
 # JWKS key sets and refresh
 
