@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -65,10 +66,7 @@ def test_two_workers_share_the_ports(kafka_cluster, tmp_path: Path) -> None:  # 
 
 def _spawn(tmp_path: Path, upstream: str, *cli_args: str) -> tuple[RunningGateway, Path]:
     """Start `run --workers 2 --pid-file` without waiting for anything."""
-    port = free_port_block()
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    config_path = tmp_path / f"gateway-{port}.yaml"
-    config_path.write_text(json.dumps(gateway_config(upstream, port)))
+    config_path, port = _write_config(tmp_path, upstream)
     log_path = tmp_path / f"gateway-{port}.log"
     pid_file = tmp_path / f"gateway-{port}.pid"
     command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(config_path)]
@@ -80,6 +78,14 @@ def _spawn(tmp_path: Path, upstream: str, *cli_args: str) -> tuple[RunningGatewa
             cwd=REPO_ROOT,
         )
     return RunningGateway(process, f"127.0.0.1:{port}", log_path, config_path), pid_file
+
+
+def _write_config(tmp_path: Path, upstream: str) -> tuple[Path, int]:
+    port = free_port_block()
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    config_path = tmp_path / f"gateway-{port}.yaml"
+    config_path.write_text(json.dumps(gateway_config(upstream, port)))
+    return config_path, port
 
 
 def _events(gateway: RunningGateway, name: str, worker: int | None = None) -> list[Event]:
@@ -228,3 +234,22 @@ def test_restarted_worker_uses_the_last_good_config(kafka_cluster, tmp_path: Pat
         consumed = consume_values(gateway.bootstrap, topic, len(values), f"g-{uuid.uuid4()}")
         assert sorted(consumed) == sorted(values)
         assert [e["worker"] for e in _events(gateway, "worker_exited")] == [0]
+
+
+def test_supervisor_gives_up_only_when_every_worker_fails_to_start(tmp_path: Path) -> None:
+    """A port held by another process (without SO_REUSEPORT): no worker can ever start."""
+    config_path, port = _write_config(tmp_path, "127.0.0.1:9")  # upstream never contacted
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(config_path)]
+        result = subprocess.run(
+            [*command, "--workers", "2"], capture_output=True, cwd=REPO_ROOT, timeout=60
+        )
+    assert result.returncode == 1
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith(b"{")]
+    names = [e["event"] for e in events]
+    assert names.count("worker_exited") >= 2 and "workers_failed_to_start" in names
+    exits = [e for e in events if e["event"] == "worker_exited"]
+    assert {e["exit_code"] for e in exits} == {78}  # EX_CONFIG: could not start
+    assert b"address already in use" in result.stderr.lower() or b"in use" in result.stderr
