@@ -21,12 +21,12 @@ def _keep_hypothesis_out() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # First thing: a reload or stop signal that arrives before its handler is installed
+    _keep_hypothesis_out()  # before anything can import kio
+    # Then at once: a reload or stop signal that arrives before its handler is installed
     # stays pending instead of killing the process (SIGHUP's default action).
     from gateway.workers import EXIT_START_FAILED, block_handled_signals
 
     block_handled_signals()
-    _keep_hypothesis_out()
     import trio
 
     from gateway.logs import configure_logging
