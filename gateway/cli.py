@@ -21,42 +21,52 @@ def _keep_hypothesis_out() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    _keep_hypothesis_out()
+    _keep_hypothesis_out()  # before anything can import kio
+    # Then at once: a reload or stop signal that arrives before its handler is installed
+    # stays pending instead of killing the process (SIGHUP's default action).
+    from gateway.workers import EXIT_START_FAILED, block_handled_signals
+
+    block_handled_signals()
     import trio
 
     from gateway.logs import configure_logging
     from gateway.net import ListenError
-    from gateway.server import serve_until_signalled
-    from policies.config_loader import ConfigError, load_config
+    from gateway.server import ConfigFile, serve_until_signalled
+    from policies.config_loader import ConfigError
 
+    is_worker = args.worker_id is not None
+    start_failed = EXIT_START_FAILED if is_worker else 1
+    config_file = ConfigFile(args.config, args.config_base_dir)
     try:
-        config = load_config(args.config)
+        config = config_file.load()
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return 1
+        return start_failed
     configure_logging(config.log.format, args.log_level or config.log.level)
-    if args.pid_file and args.worker_id is None:
-        from pathlib import Path
-
-        Path(args.pid_file).write_text(f"{os.getpid()}\n")
     if args.workers > 1:
         from gateway.workers import WorkerSupervisor
 
         extra = ["--log-level", args.log_level] if args.log_level else []
-        return WorkerSupervisor(args.config, args.workers, extra).run()
-    if args.worker_id is not None:
+        return WorkerSupervisor(args.config, args.workers, extra, pid_file=args.pid_file).run()
+    if args.pid_file and not is_worker:
+        # Signals are blocked until serve_until_signalled handles them, so a reload
+        # sent as soon as this file exists is held, not fatal.
+        from pathlib import Path
+
+        Path(args.pid_file).write_text(f"{os.getpid()}\n")
+    if is_worker:
         import structlog
 
         structlog.contextvars.bind_contextvars(worker=args.worker_id)
     failures: list[BaseException] = []
     try:
-        trio.run(serve_until_signalled, config, args.worker_id is not None, args.config)
+        trio.run(serve_until_signalled, config, is_worker, config_file)
     except* ListenError as group:
         failures += _leaf_exceptions(group)
-    for exc in failures:
-        print(f"kafka-gateway: {exc}", file=sys.stderr)
-    return 1 if failures else 0
+    for failure in failures:
+        print(f"kafka-gateway: {failure}", file=sys.stderr)
+    return start_failed if failures else 0
 
 
 def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
@@ -133,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--pid-file", help="write the process id here, for `kafka-gateway reload --pid-file`"
     )
     run.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)
+    # Workers read the supervisor's copy of the file; relative paths in it resolve
+    # against the original file's directory.
+    run.add_argument("--config-base-dir", help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
 
     reload = commands.add_parser(

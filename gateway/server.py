@@ -2,18 +2,27 @@
 
 SIGHUP reloads the configuration file (``kafka-gateway reload`` sends it). A new
 file that does not validate is rejected with the same line-precise errors as at
-start-up, and the running configuration stays in force.
+start-up, and the running configuration stays in force; so does any other failure
+of a reload, which is logged and never ends the process.
+
+SIGHUP, SIGINT and SIGTERM arrive blocked (``gateway.cli`` blocks them first thing,
+and workers inherit the supervisor's mask); they are unblocked only once Trio's
+signal receiver is installed, so one sent during start-up is handled, not fatal.
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import structlog
 import trio
 
 from gateway.cluster import VirtualCluster
+from gateway.workers import HANDLED_SIGNALS, block_handled_signals, unblock_handled_signals
 from policies.config import GatewayConfig
 from policies.config_loader import ConfigError, load_config
 
@@ -35,18 +44,57 @@ async def serve(
         task_status.started(clusters)
 
 
-def reload_config(clusters: list[VirtualCluster], config_path: str) -> bool:
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """Where the configuration comes from: a file, and the directory its relative
+    paths resolve against (default: the file's own; a worker reads the supervisor's
+    copy of the file and passes the original's directory)."""
+
+    path: str
+    base_dir: str | None = None
+
+    def load(self) -> GatewayConfig:
+        base_dir = Path(self.base_dir) if self.base_dir is not None else None
+        return load_config(self.path, base_dir=base_dir)
+
+
+def reload_config(clusters: list[VirtualCluster], config_file: ConfigFile | str) -> bool:
     """Re-read the config file and apply what can change at run time; False if rejected."""
+    if isinstance(config_file, str):
+        config_file = ConfigFile(config_file)
     try:
-        new = load_config(config_path)
+        new = config_file.load()
     except ConfigError as exc:
         log.error(
             "config_reload_rejected",
-            file=config_path,
+            file=config_file.path,
             problems=[str(p) for p in exc.problems],
             action="the running configuration stays in force",
         )
         return False
+    except Exception as exc:  # a bug must not let a reload end the process
+        log.error(
+            "config_reload_failed",
+            file=config_file.path,
+            error=f"{type(exc).__name__}: {exc}"[:500],
+            action="the running configuration stays in force",
+            exc_info=True,
+        )
+        return False
+    try:
+        return _apply(clusters, new, config_file.path)
+    except Exception as exc:
+        log.error(
+            "config_reload_failed",
+            file=config_file.path,
+            error=f"{type(exc).__name__}: {exc}"[:500],
+            action="parts of the new configuration may not be in force; reload again",
+            exc_info=True,
+        )
+        return False
+
+
+def _apply(clusters: list[VirtualCluster], new: GatewayConfig, config_path: str) -> bool:
     running = {c.name: c for c in clusters}
     wanted = {vc.name for vc in new.virtual_clusters}
     needs_restart = [f"virtual cluster {name} added" for name in sorted(wanted - running.keys())]
@@ -62,20 +110,39 @@ def reload_config(clusters: list[VirtualCluster], config_path: str) -> bool:
 
 
 async def serve_until_signalled(
-    config: GatewayConfig, reuse_port: bool = False, config_path: str | None = None
+    config: GatewayConfig,
+    reuse_port: bool = False,
+    config_file: ConfigFile | str | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then close every connection and exit; SIGHUP reloads."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async with trio.open_nursery() as nursery:
-            clusters = await nursery.start(partial(serve, config, reuse_port=reuse_port))
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    if config_path is None:
-                        log.warning("config_reload_unavailable", reason="no config file")
-                    else:
-                        reload_config(clusters, config_path)
-                    continue
-                log.info("gateway_stopping", signal=signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    if isinstance(config_file, str):
+        config_file = ConfigFile(config_file)
+    with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+        # Handlers are in place: deliver what arrived during start-up, and what follows;
+        # block them again before the handlers go away.
+        unblock_handled_signals()
+        try:
+            await _serve_and_handle(config, reuse_port, config_file, signals)
+        finally:
+            block_handled_signals()
     log.info("gateway_stopped")
+
+
+async def _serve_and_handle(
+    config: GatewayConfig,
+    reuse_port: bool,
+    config_file: ConfigFile | None,
+    signals: AsyncIterator[int],
+) -> None:
+    async with trio.open_nursery() as nursery:
+        clusters = await nursery.start(partial(serve, config, reuse_port=reuse_port))
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                if config_file is None:
+                    log.warning("config_reload_unavailable", reason="no config file")
+                else:
+                    reload_config(clusters, config_file)
+                continue
+            log.info("gateway_stopping", signal=signal.Signals(signum).name)
+            nursery.cancel_scope.cancel()
+            break

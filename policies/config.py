@@ -572,6 +572,18 @@ class OAuthIssuerConfig(_Section):
     principal_claim: str = Field(
         default="sub", min_length=1, description="The claim that names the principal."
     )
+    principal_prefix: str = Field(
+        default="",
+        pattern=r"^[^\s*]*$",
+        description=(
+            "Qualifies every name this issuer asserts: its principals are "
+            "`User:<principal_prefix><claim>` (e.g. `idp-a/` makes `sub: admin` "
+            "`User:idp-a/admin`), and `Claim:` ACL rules compare this issuer's claim "
+            "values with the prefix in front (`Claim:groups=idp-a/admins`). A listener "
+            "refuses issuers (and local PLAIN/SCRAM users) whose names could collide, "
+            "unless `oauthbearer.shared_principal_namespace` is true."
+        ),
+    )
     required_claims: list[str] = Field(
         default_factory=list,
         description="Claims every token must carry (in addition to `exp` and `aud`).",
@@ -672,6 +684,42 @@ class OAuthBearerConfig(_Section):
         default_factory=list,
         description="Trusted token issuers; a token's `iss` selects one. Required for OAUTHBEARER.",
     )
+    shared_principal_namespace: bool = Field(
+        default=False,
+        description=(
+            "Allow issuers, and issuers and the listener's PLAIN/SCRAM users, to assert the "
+            "same principal names (one issuer's `sub: admin` is then everyone's "
+            "`User:admin`). Off by default: give each issuer its own `principal_prefix`."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_namespaces(self) -> Self:
+        """Two issuers whose prefixes overlap could each mint the other's principals."""
+        if self.shared_principal_namespace:
+            return self
+        problems: list[tuple[Loc, str, str, Any]] = []
+        for j, later in enumerate(self.issuers):
+            for i, earlier in enumerate(self.issuers[:j]):
+                if earlier.issuer == later.issuer:
+                    continue  # reported as a duplicate issuer
+                a, b = earlier.principal_prefix, later.principal_prefix
+                if a.startswith(b) or b.startswith(a):
+                    problems.append(
+                        (
+                            ("issuers", j, "principal_prefix"),
+                            "principal_namespace",
+                            f"issuers[{i}] and issuers[{j}] share one principal namespace "
+                            f"(principal_prefix {a!r} and {b!r}): either could mint the "
+                            "other's principals; give each issuer its own principal_prefix "
+                            "(neither a prefix of the other), or set "
+                            "shared_principal_namespace: true",
+                            b,
+                        )
+                    )
+                    break
+        _raise_problems(type(self).__name__, problems)
+        return self
 
     @model_validator(mode="after")
     def _check_unique(self) -> Self:
@@ -914,6 +962,32 @@ class AuthenticationConfig(_Section):
                 if credential.mechanism == mechanism:
                     found[user] = credential
         return found
+
+    @model_validator(mode="after")
+    def _check_issuer_namespaces(self) -> Self:
+        """An issuer must not be able to mint the principal of a local PLAIN/SCRAM user."""
+        if "OAUTHBEARER" not in self.mechanisms or self.oauthbearer.shared_principal_namespace:
+            return self
+        local = sorted({*self.users, *self._file_users, *self.scram_credentials})
+        problems: list[tuple[Loc, str, str, Any]] = []
+        for i, issuer in enumerate(self.oauthbearer.issuers):
+            prefix = issuer.principal_prefix
+            clashes = [user for user in local if user.startswith(prefix)]
+            if clashes:
+                shown = ", ".join(repr(u) for u in clashes[:3]) + (", ..." if clashes[3:] else "")
+                problems.append(
+                    (
+                        ("oauthbearer", "issuers", i, "principal_prefix"),
+                        "principal_namespace",
+                        f"issuer {issuer.issuer!r} (principal_prefix {prefix!r}) could mint "
+                        f"the principals of local users {shown}; give the issuer a "
+                        "principal_prefix no local user name starts with, or set "
+                        "oauthbearer.shared_principal_namespace: true",
+                        prefix,
+                    )
+                )
+        _raise_problems(type(self).__name__, problems)
+        return self
 
 
 class UpstreamSaslConfig(_Section):

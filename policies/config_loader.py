@@ -14,6 +14,13 @@ the key's path (``virtual_clusters[0].upstream.bootstrap_servers[1]``):
 * file paths in the configuration (TLS certificates, JWKS files, users files) that
   are relative resolve against the directory of the configuration file (passed to
   the model as the validation context ``{"base_dir": ...}``).
+
+The file is as hostile as any other input: nesting deeper than :data:`MAX_NESTING`
+(flow ``[[[...`` or block indentation) and integers longer than
+:data:`MAX_INTEGER_DIGITS` digits are reported with their line before the YAML
+parser sees them (it would recurse until Python's limit, or fail Python's integer
+conversion limit), and any other failure of the parser becomes a problem too:
+:func:`load_config` raises nothing but :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -38,9 +45,24 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from policies.config import GatewayConfig
 
-__all__ = ["ConfigError", "ConfigProblem", "load_config", "parse_config", "run_validate"]
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "load_config",
+    "parse_config",
+    "parse_config_bytes",
+    "run_validate",
+]
 
 Loc = tuple[str | int, ...]
+
+#: Deepest nesting of mappings and lists accepted (a real configuration uses under 10).
+MAX_NESTING: Final = 64
+#: Most values (after expanding ``*alias`` references) accepted: a "billion laughs"
+#: file of nested aliases must not expand without bound.
+MAX_VALUES: Final = 1_000_000
+#: Longest integer accepted, in digits (a real configuration needs under 20).
+MAX_INTEGER_DIGITS: Final = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +92,17 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(
+    path: str | Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: str | Path | None = None,
+) -> GatewayConfig:
     """Read, substitute, parse and validate the configuration file at ``path``.
 
-    ``env`` replaces ``os.environ`` for ``${VAR}`` substitution. Raises :class:`ConfigError`.
+    ``env`` replaces ``os.environ`` for ``${VAR}`` substitution; relative file paths
+    resolve against ``base_dir`` (default: the file's directory; a copy of the file
+    elsewhere passes the original's). Raises :class:`ConfigError`.
     """
     source = str(path)
     try:
@@ -82,12 +111,25 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Ga
         reason = exc.strerror or str(exc)
         message = f"cannot read file: {reason}"
         raise ConfigError([ConfigProblem(source, "", None, None, message)]) from None
+    if base_dir is None:
+        base_dir = Path(path).absolute().parent
+    return parse_config_bytes(data, source, env=env, base_dir=base_dir)
+
+
+def parse_config_bytes(
+    data: bytes,
+    source: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: str | Path | None = None,
+) -> GatewayConfig:
+    """:func:`parse_config` of a file's raw bytes (which must be UTF-8)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         message = f"not UTF-8 text (invalid byte at offset {exc.start})"
         raise ConfigError([ConfigProblem(source, "", None, None, message)]) from None
-    return parse_config(text, source, env=env, base_dir=Path(path).absolute().parent)
+    return parse_config(text, source, env=env, base_dir=base_dir)
 
 
 def parse_config(
@@ -103,6 +145,9 @@ def parse_config(
     resolve against ``base_dir`` (default: the current directory). Raises
     :class:`ConfigError`.
     """
+    limit_problem = _check_text_limits(text, source)
+    if limit_problem is not None:
+        raise ConfigError([limit_problem])
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
@@ -111,6 +156,12 @@ def parse_config(
         raise ConfigError([_syntax_problem(source, exc)]) from None
     except YAMLError as exc:
         raise ConfigError([ConfigProblem(source, "", None, None, f"invalid YAML: {exc}")]) from None
+    except RecursionError:  # a nesting shape the text check does not see
+        message = f"invalid YAML: nested too deeply (at most {MAX_NESTING} levels)"
+        raise ConfigError([ConfigProblem(source, "", None, None, message)]) from None
+    except Exception as exc:  # any parser failure is a problem of the file, not ours
+        message = f"invalid YAML: {type(exc).__name__}: {_clip(str(exc))}"
+        raise ConfigError([ConfigProblem(source, "", None, None, message)]) from None
 
     if root is None:
         message = "the configuration is empty; expected a mapping with 'virtual_clusters'"
@@ -120,7 +171,10 @@ def parse_config(
         raise ConfigError([ConfigProblem(source, "", 1, 1, message)])
 
     converter = _Converter(os.environ if env is None else env)
-    data = converter.plain(root, ())
+    try:
+        data = converter.plain(root, ())
+    except ConfigError:
+        raise ConfigError([ConfigProblem(source, "", None, None, _TOO_MANY_VALUES)]) from None
     located: list[tuple[Loc, bool, str]] = list(converter.problems)
     try:
         context = {"base_dir": Path(base_dir) if base_dir is not None else Path.cwd()}
@@ -172,6 +226,75 @@ def _syntax_problem(source: str, exc: MarkedYAMLError) -> ConfigProblem:
 
 
 # --------------------------------------------------------------------------------------
+# Limits checked on the text, before the YAML parser
+
+_NESTING_MESSAGE: Final = f"nested too deeply (at most {MAX_NESTING} levels of mappings and lists)"
+_TOO_MANY_VALUES: Final = (
+    f"more than {MAX_VALUES} values once aliases are expanded (nested *alias references?)"
+)
+_LONG_INTEGER_RE: Final = re.compile(rf"(?<![\w.])[-+]?[0-9_]{{{MAX_INTEGER_DIGITS + 1},}}")
+
+
+def _check_text_limits(text: str, source: str) -> ConfigProblem | None:
+    """The first place where ``text`` nests too deeply or holds too long an integer.
+
+    An approximate scan, generous on purpose: flow brackets outside quotes and
+    comments, and the stack of block indentations (``- `` counts as a level).
+    """
+    indents: list[int] = []
+    flow_depth = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        body = line.lstrip(" ")
+        if body and not body.startswith("#") and flow_depth == 0:
+            indent = len(line) - len(body)
+            while indents and indents[-1] >= indent:
+                indents.pop()
+            indents.append(indent)
+            dashes = len(body) - len(body.lstrip("- "))
+            if len(indents) + dashes // 2 > MAX_NESTING:
+                return ConfigProblem(source, "", number, indent + 1, _NESTING_MESSAGE)
+        flow_depth, column = _scan_flow(line, flow_depth)
+        if column is not None:
+            return ConfigProblem(source, "", number, column, _NESTING_MESSAGE)
+        match = _LONG_INTEGER_RE.search(line)
+        if match is not None and _outside_quotes(line, match.start()):
+            message = f"number too long (more than {MAX_INTEGER_DIGITS} digits)"
+            return ConfigProblem(source, "", number, match.start() + 1, message)
+    return None
+
+
+def _scan_flow(line: str, depth: int) -> tuple[int, int | None]:
+    """Flow depth after ``line``, and the 1-based column where it first exceeds the limit."""
+    quote = ""
+    previous = " "
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote and (quote == "'" or previous != "\\"):
+                quote = ""
+        elif char in "'\"" and previous in " \t[{,:":
+            quote = char
+        elif char == "#" and previous in " \t":
+            break
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return depth, index + 1
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        previous = char
+    return depth, None
+
+
+def _outside_quotes(line: str, position: int) -> bool:
+    before = line[:position]
+    return before.count('"') % 2 == 0 and before.count("'") % 2 == 0
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------
 # ruamel tree -> plain data, with ${VAR} substitution
 
 _VAR_RE: Final = re.compile(r"\$(\$?)\{([^}]*)\}")
@@ -184,8 +307,15 @@ class _Converter:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[tuple[Loc, bool, str]] = []
+        self.values = 0
 
     def plain(self, node: Any, loc: Loc) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise ConfigError([ConfigProblem("", "", None, None, _TOO_MANY_VALUES)])
+        if len(loc) > MAX_NESTING:  # aliases can nest deeper than the text shows
+            self.problems.append((loc[:MAX_NESTING], False, _NESTING_MESSAGE))
+            return None
         if isinstance(node, dict):
             out: dict[Any, Any] = {}
             for key, value in node.items():
@@ -317,6 +447,8 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return repr(value)
+    if isinstance(value, int) and value.bit_length() > 64:  # str() of it may even raise
+        return f"an integer of {value.bit_length()} bits"
     if isinstance(value, int | float):
         return str(value)
     return _kind(value)

@@ -222,7 +222,13 @@ def _principal_matches(pattern: PrincipalPattern, principal: Principal) -> bool:
         # Only claims the gateway verified itself: in passthrough mode they are the
         # client's own unverified assertions.
         trusted = principal.authenticated_by == "gateway"
-        return trusted and claim_matches(principal.claims, pattern.path, pattern.value)
+        # A namespaced issuer's claim values are qualified like its principal names.
+        namespace = principal.namespace
+        return (
+            trusted
+            and pattern.value.startswith(namespace)
+            and claim_matches(principal.claims, pattern.path, pattern.value[len(namespace) :])
+        )
     raise AssertionError(f"unexpanded principal pattern {pattern!r}")
 
 

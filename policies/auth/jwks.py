@@ -77,8 +77,9 @@ def parse_jwks(document: str | bytes | Mapping[str, Any]) -> tuple[list[JsonWebK
     if isinstance(document, str | bytes):
         try:
             data = json.loads(document)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidJwks(f"the JWKS is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # incl. too-long integers, deep nesting
+            detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+            raise InvalidJwks(f"the JWKS is not valid JSON: {detail}") from None
     else:
         data = document
     if not isinstance(data, Mapping) or not isinstance(data.get("keys"), list):

@@ -3,6 +3,9 @@
 :meth:`JwtValidator.validate` returns a :class:`ValidatedToken` or raises
 :class:`TokenRejected`. The checks, in order:
 
+0. the token is at most :data:`MAX_TOKEN_CHARS` characters and its header and
+   payload JSON nest at most :data:`MAX_JSON_DEPTH` levels (checked on the bytes,
+   before any JSON parser runs: Python's would recurse until RecursionError);
 1. the token parses as a JWS compact serialisation; ``alg`` is not ``none``
    (never accepted, whatever the configuration says) and no ``crit`` header;
 2. the (unverified) ``iss`` names a configured issuer;
@@ -19,13 +22,19 @@
    ``aud`` must contain one of the issuer's audiences; every required claim is
    present; the principal claim (default ``sub``) is a non-empty string.
 
+The principal name is the issuer's ``principal_prefix`` followed by the principal
+claim, so two issuers with their own prefixes never assert the same principal.
+
 Time checks use the ``now`` passed in, not the system clock, so they are
 deterministic in tests.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -56,6 +65,12 @@ ASYMMETRIC_ALGORITHMS: Final = frozenset(
 )
 _HMAC_MIN_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
 _SHOWN_CHARS: Final = 80
+#: Longest token accepted (a JWT with many group claims is a few KiB).
+MAX_TOKEN_CHARS: Final = 16 * 1024
+#: Deepest JSON nesting accepted in a token's header or payload.
+MAX_JSON_DEPTH: Final = 16
+_JSON_STRING_RE: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_A_BRACKET: Final = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class TokenRejection(StrEnum):
@@ -105,6 +120,8 @@ class ValidatedToken:
     issuer: str
     expires_at: float
     claims: Mapping[str, Any] = field(repr=False)
+    #: The issuer's ``principal_prefix``: ``principal_name`` starts with it.
+    namespace: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +134,8 @@ class IssuerPolicy:
     key_set: JwksKeySet | None = None
     hmac_secret: bytes | None = field(default=None, repr=False)
     principal_claim: str = "sub"
+    #: Prepended to the principal claim (and to claim values ACL ``Claim:`` rules see).
+    principal_prefix: str = ""
     required_claims: tuple[str, ...] = ()
     leeway_s: float = 30.0
 
@@ -146,6 +165,45 @@ def _show(value: Any) -> str:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_token_shape(token: str) -> None:
+    """Size and JSON nesting depth of ``token``, before any parser sees it."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenRejected(
+            TokenRejection.MALFORMED,
+            f"the token is {len(token)} characters long (at most {MAX_TOKEN_CHARS})",
+        )
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise TokenRejected(TokenRejection.MALFORMED, "not a signed JWT (expected 3 segments)")
+    for name, segment in (("header", segments[0]), ("payload", segments[1])):
+        try:
+            data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        except (binascii.Error, ValueError):
+            raise TokenRejected(TokenRejection.MALFORMED, f"the {name} is not base64url") from None
+        if _json_depth(data) > MAX_JSON_DEPTH:
+            raise TokenRejected(
+                TokenRejection.MALFORMED,
+                f"the {name} JSON nests deeper than {MAX_JSON_DEPTH} levels",
+            )
+
+
+def _json_depth(data: bytes) -> int:
+    """Deepest ``[``/``{`` nesting in JSON ``data`` (brackets inside strings ignored).
+
+    Linear in ``len(data)``; on invalid JSON the answer is approximate, which is
+    fine: the parser rejects it afterwards.
+    """
+    brackets = _JSON_STRING_RE.sub(b"", data).translate(None, _NOT_A_BRACKET)
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 class JwtValidator:
@@ -191,6 +249,7 @@ class JwtValidator:
                     key_set=key_set,
                     hmac_secret=secret,
                     principal_claim=issuer.principal_claim,
+                    principal_prefix=issuer.principal_prefix,
                     required_claims=tuple(issuer.required_claims),
                     leeway_s=float(issuer.leeway_s),
                 )
@@ -211,11 +270,12 @@ class JwtValidator:
 
     def validate(self, token: str, now: float) -> ValidatedToken:
         """Check ``token`` at wall-clock time ``now``; raises :class:`TokenRejected`."""
+        _check_token_shape(token)
         try:
             unverified = self._jws.decode_complete(token, options={"verify_signature": False})
             header = unverified["header"]
             claims = json.loads(unverified["payload"])
-        except (PyJWTError, ValueError, TypeError):
+        except (PyJWTError, ValueError, TypeError, RecursionError):
             raise TokenRejected(TokenRejection.MALFORMED, "not a signed JWT") from None
         if not isinstance(claims, dict):
             raise TokenRejected(TokenRejection.MALFORMED, "the JWT payload is not a JSON object")
@@ -323,5 +383,9 @@ class JwtValidator:
                 f"principal claim {policy.principal_claim!r} is not a non-empty string",
             )
         return ValidatedToken(
-            principal_name=principal, issuer=policy.issuer, expires_at=float(exp), claims=claims
+            principal_name=policy.principal_prefix + principal,
+            issuer=policy.issuer,
+            expires_at=float(exp),
+            claims=claims,
+            namespace=policy.principal_prefix,
         )

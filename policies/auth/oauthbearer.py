@@ -194,7 +194,8 @@ class OAuthBearerServerSession:
             )
             self._state = "error_sent"
             return SaslResult(challenge)
-        if message.authzid and message.authzid != validated.principal_name:
+        raw_name = validated.principal_name[len(validated.namespace) :]
+        if message.authzid and message.authzid not in {validated.principal_name, raw_name}:
             raise AuthenticationFailed(
                 FailureReason.AUTHZID_MISMATCH,
                 "authorization id differs from the token's principal name",
@@ -206,7 +207,10 @@ class OAuthBearerServerSession:
                 mechanism=MECHANISM,
             )
         principal = Principal(
-            name=validated.principal_name, mechanism=MECHANISM, claims=validated.claims
+            name=validated.principal_name,
+            mechanism=MECHANISM,
+            claims=validated.claims,
+            namespace=validated.namespace,
         )
         lifetime = session_lifetime_ms(
             now=now,

@@ -44,6 +44,10 @@ class Principal:
         default_factory=lambda: _EMPTY, compare=False, hash=False, repr=False
     )
     authenticated_by: AuthSource = "gateway"
+    #: The token issuer's ``principal_prefix`` (OAUTHBEARER; ``name`` starts with it).
+    #: ``Claim:`` rules compare claim values qualified by it, so one issuer's claims
+    #: never match a rule written for another's.
+    namespace: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.claims, MappingProxyType):

@@ -68,6 +68,12 @@ MIN_ITERATIONS: Final = 4096
 MAX_ITERATIONS: Final = 16384
 DEFAULT_ITERATIONS: Final = 4096
 SALT_BYTES: Final = 24
+#: Bounds on what a broker may send the gateway's SCRAM client: a salt is a few
+#: dozen bytes (Kafka: 24-ish), a nonce a few dozen characters. Larger ones are
+#: refused before any PBKDF2 work or allocation proportional to them.
+MAX_SERVER_SALT_BYTES: Final = 256
+MAX_SERVER_NONCE_CHARS: Final = 512
+MAX_SERVER_FIRST_BYTES: Final = 2048
 
 #: What a client is told after any failed SCRAM exchange (Kafka's wording): the
 #: same for an unknown user and a wrong password.
@@ -316,13 +322,14 @@ class ServerFirstMessage:
             or not parts[2].startswith("i=")
         ):
             raise ValueError("expected r=<nonce>,s=<salt>,i=<iterations>")
-        if not parts[2][2:].isdigit():
+        count = parts[2][2:]
+        if not (count.isascii() and count.isdigit()) or len(count) > 10:
             raise ValueError("invalid iteration count")
         try:
             salt = _unb64(parts[1][2:])
         except (binascii.Error, ValueError):
             raise ValueError("the salt is not valid base64") from None
-        return cls(parts[0][2:], salt, int(parts[2][2:]))
+        return cls(parts[0][2:], salt, int(count))
 
     def __str__(self) -> str:
         return f"r={self.nonce},s={_b64(self.salt)},i={self.iterations}"
@@ -616,6 +623,11 @@ class ScramClientSession:
 
     def _server_first_step(self, challenge: bytes) -> bytes:
         mechanism = self._mechanism
+        if len(challenge) > MAX_SERVER_FIRST_BYTES:
+            raise SaslClientError(
+                f"the SCRAM server-first message is {len(challenge)} bytes "
+                f"(at most {MAX_SERVER_FIRST_BYTES} accepted)"
+            )
         try:
             server_first = ServerFirstMessage.parse(challenge.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -624,10 +636,22 @@ class ScramClientSession:
             raise SaslClientError("the server nonce does not extend the client nonce")
         if _NONCE_RE.fullmatch(server_first.nonce) is None:
             raise SaslClientError("invalid server nonce")
-        if server_first.iterations < MIN_ITERATIONS:
+        if len(server_first.nonce) > MAX_SERVER_NONCE_CHARS:
+            raise SaslClientError(
+                f"the server nonce is {len(server_first.nonce)} characters "
+                f"(at most {MAX_SERVER_NONCE_CHARS} accepted)"
+            )
+        if not 1 <= len(server_first.salt) <= MAX_SERVER_SALT_BYTES:
+            raise SaslClientError(
+                f"the server salt is {len(server_first.salt)} bytes "
+                f"(1..{MAX_SERVER_SALT_BYTES} accepted)"
+            )
+        # Kafka's own bounds: a broker never asks for more, and an unbounded count
+        # would tie up a worker thread in PBKDF2 for as long as the broker likes.
+        if not MIN_ITERATIONS <= server_first.iterations <= MAX_ITERATIONS:
             raise SaslClientError(
                 f"the server asked for {server_first.iterations} iterations, "
-                f"below the minimum of {MIN_ITERATIONS}"
+                f"outside Kafka's bounds {MIN_ITERATIONS}..{MAX_ITERATIONS}"
             )
         salted = salted_password(
             self._password, server_first.salt, server_first.iterations, mechanism

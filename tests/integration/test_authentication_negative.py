@@ -7,6 +7,7 @@ key id exercises the refresh path.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -71,6 +72,8 @@ def gateway(
                         "algorithms": ["RS256"],
                         "jwks_url": jwks.jwks_url,
                         "jwks_refresh_min_interval_s": 1,
+                        # tokens name 'alice' too, like the SCRAM user: its own namespace
+                        "principal_prefix": "idp/",
                     }
                 ]
             },
@@ -138,7 +141,18 @@ BAD_TOKENS: dict[str, Callable[[], str]] = {
     "HS256 with the RSA public key": lambda: hs256_with_public_key(KEY, standard_claims()),
     "tampered payload": lambda: tamper_payload(mint_token(KEY, standard_claims()), sub="root"),
     "unknown kid": lambda: mint_token(make_rsa_key("nobody"), standard_claims()),
+    # ~3 KB of nested JSON made the JSON parser raise RecursionError before login
+    "nested JSON": lambda: nested_json_token(1200),
 }
+
+
+def nested_json_token(depth: int) -> str:
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    payload = b'{"sub":"alice","x":' + b"[" * depth + b"]" * depth + b"}"
+    header = b64(b'{"alg":"RS256"}')
+    return f"{header}.{b64(payload)}.c2ln"
 
 
 @pytest.mark.parametrize("case", sorted(BAD_TOKENS))
@@ -165,7 +179,7 @@ def test_a_good_token_is_accepted_and_a_rotated_key_is_fetched(
         assert time.monotonic() < deadline, "the rotated key was never fetched"
         time.sleep(0.2)
     gateway.wait_for_event(
-        lambda e: e.get("event") == "authentication" and e.get("principal") == "User:bob"
+        lambda e: e.get("event") == "authentication" and e.get("principal") == "User:idp/bob"
     )
 
 

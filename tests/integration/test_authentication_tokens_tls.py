@@ -137,3 +137,86 @@ def test_tls_listener_with_client_certificates(kafka_cluster, tmp_path: Path, to
         with pytest.raises(KafkaException):
             AdminClient(config).list_topics(timeout=5)
         gateway.wait_for_event(lambda e: e.get("event") == "tls_handshake_failed")
+
+
+def _produce_one(config: dict[str, Any], topic: str) -> Any:
+    """Produce one record; the delivery error (None on success)."""
+    outcome: list[Any] = []
+    producer = Producer(config)
+    producer.produce(topic, b"x", on_delivery=lambda err, _msg: outcome.append(err))
+    assert producer.flush(30) == 0
+    return outcome[0]
+
+
+def test_each_issuer_has_its_own_principal_namespace(
+    kafka_cluster,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    topic: str,
+) -> None:
+    """Issuer B minting ``sub: admin`` (and A's group) gets none of issuer A's admin rights."""
+    issuers = {"a": make_rsa_key("key-a"), "b": make_rsa_key("key-b")}
+    configured = []
+    for name, key in issuers.items():
+        jwks_file = tmp_path / f"jwks-{name}.json"
+        jwks_file.write_text(json.dumps(jwks_of(key)))
+        configured.append(
+            {
+                "issuer": f"https://idp-{name}.example",
+                "audience": DEFAULT_AUDIENCE,
+                "jwks_file": str(jwks_file),
+                "principal_prefix": f"idp-{name}/",
+            }
+        )
+    listener = {
+        "authentication": {
+            "mechanisms": ["OAUTHBEARER"],
+            "failed_authentication_delay_ms": 50,
+            "oauthbearer": {"issuers": configured},
+        }
+    }
+    authorization = {
+        "default": "deny",
+        "super_users": ["User:idp-a/admin"],
+        "rules": [
+            {
+                "principals": ["Claim:groups=idp-a/writers"],
+                "resource_type": "topic",
+                "resource_name": topic,
+                "operations": ["Write", "Describe"],
+            }
+        ],
+    }
+    with running_gateway(
+        tmp_path,
+        kafka_cluster.bootstrap_servers,
+        listener=listener,
+        cluster={"authorization": authorization},
+    ) as gateway:
+
+        def client(issuer: str, sub: str, **claims: Any) -> dict[str, Any]:
+            def token_for() -> tuple[str, float]:
+                minted = standard_claims(sub, iss=f"https://idp-{issuer}.example", **claims)
+                return mint_token(issuers[issuer], minted), minted["exp"]
+
+            return {**oauth_client_config(token_for), "bootstrap.servers": gateway.bootstrap}
+
+        assert _produce_one(client("a", "admin"), topic) is None  # A's super user
+        assert _produce_one(client("a", "carol", groups=["writers"]), topic) is None
+        for impostor in (client("b", "admin"), client("b", "carol", groups=["writers"])):
+            error = _produce_one(impostor, topic)
+            assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        logins = {
+            e["principal"]
+            for e in gateway.events()
+            if e.get("event") == "authentication" and e.get("outcome") == "success"
+        }
+        assert logins == {
+            "User:idp-a/admin",
+            "User:idp-a/carol",
+            "User:idp-b/admin",
+            "User:idp-b/carol",
+        }
+        denied = {
+            e.get("principal") for e in gateway.events() if e.get("event") == "authorization_denied"
+        }
+        assert denied == {"User:idp-b/admin", "User:idp-b/carol"}

@@ -209,6 +209,26 @@ def test_claims_of_passthrough_principals_are_not_trusted() -> None:
     assert allowed(engine(rule("User:eve")), untrusted, READ, TOPIC, "orders")
 
 
+def test_claims_of_a_namespaced_issuer_are_qualified_by_its_prefix() -> None:
+    """Issuer B minting ``groups: [admins]`` does not match a rule written for issuer A."""
+    acl = engine(
+        rule("Claim:groups=idp-a/admins"),
+        super_users=["User:idp-a/root", "Claim:level=idp-a/9"],
+    )
+    claims = {"groups": ["admins"], "level": 9}
+    from_a = Principal("idp-a/alice", "OAUTHBEARER", claims=claims, namespace="idp-a/")
+    from_b = Principal("idp-b/alice", "OAUTHBEARER", claims=claims, namespace="idp-b/")
+    assert allowed(acl, from_a, READ, TOPIC, "orders")
+    assert not allowed(acl, from_b, READ, TOPIC, "orders")
+    assert acl.authorize(from_a, DESCRIBE, TOPIC, "x").rule == "super_users"
+    assert acl.authorize(from_b, DESCRIBE, TOPIC, "x").rule == "default"
+    root_b = Principal("idp-b/root", "OAUTHBEARER", claims={}, namespace="idp-b/")
+    assert not allowed(acl, root_b, DESCRIBE, TOPIC, "x")
+    # an un-namespaced principal compares the claim value as written
+    assert not allowed(acl, oauth("alice", claims), READ, TOPIC, "orders")
+    assert allowed(acl, oauth("alice", {"groups": ["idp-a/admins"]}), READ, TOPIC, "orders")
+
+
 # --------------------------------------------------------------------------------------
 # operations and precedence
 

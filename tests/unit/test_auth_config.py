@@ -646,3 +646,79 @@ def test_unknown_tls_key_suggests_a_fix(tls_dir: Path) -> None:
     )
     assert problem.path == "virtual_clusters[0].listener.tls.client_auht"
     assert problem.message == "unknown key 'client_auht' (did you mean 'client_auth'?)"
+
+
+# --------------------------------------------------------------------------------------
+# principal namespaces of token issuers
+
+
+def namespace_yaml(issuers: str, extra: str = "") -> str:
+    return (
+        dedent(
+            """\
+            virtual_clusters:
+              - name: local
+                upstream: {bootstrap_servers: ["127.0.0.1:19092"]}
+                listener:
+                  bootstrap: 127.0.0.1:9092
+                  authentication:
+                    mechanisms: [PLAIN, OAUTHBEARER]
+                    users: {alice: "HASH"}
+                    oauthbearer:
+                      issuers:
+            """
+        ).replace("HASH", HASH)
+        + issuers
+        + extra
+    )
+
+
+def issuer_yaml(name: str, prefix: str | None) -> str:
+    line = f"            principal_prefix: {prefix!r}\n" if prefix is not None else ""
+    return (
+        f"          - issuer: https://{name}.example\n"
+        "            audience: kafka-gateway\n"
+        "            jwks_file: jwks.json\n" + line
+    )
+
+
+def test_issuers_without_prefixes_share_a_namespace_and_are_refused(jwks_dir: Path) -> None:
+    text = namespace_yaml(issuer_yaml("a", "a/") + issuer_yaml("b", None))
+    (problem,) = problems(text, jwks_dir)
+    path = "virtual_clusters[0].listener.authentication.oauthbearer.issuers[1].principal_prefix"
+    assert problem.path == path
+    assert problem.line == 15  # the second issuer's entry: its principal_prefix is missing
+    assert problem.message.startswith(
+        "issuers[0] and issuers[1] share one principal namespace (principal_prefix 'a/' and ''): "
+        "either could mint the other's principals"
+    )
+
+
+def test_overlapping_prefixes_are_refused_at_the_prefix(jwks_dir: Path) -> None:
+    text = namespace_yaml(issuer_yaml("a", "a/") + issuer_yaml("b", "a/b/"))
+    (problem,) = problems(text, jwks_dir)
+    assert problem.path.endswith("issuers[1].principal_prefix")
+    assert (problem.line, problem.column) == (18, 31)
+
+
+def test_an_issuer_that_could_mint_a_local_user_is_refused(jwks_dir: Path) -> None:
+    (problem,) = problems(namespace_yaml(issuer_yaml("a", None)), jwks_dir)
+    assert problem.path.endswith("oauthbearer.issuers[0].principal_prefix")
+    assert problem.line == 11
+    assert "could mint the principals of local users 'alice'" in problem.message
+    text = namespace_yaml(issuer_yaml("a", "al"))
+    (problem,) = problems(text, jwks_dir)
+    assert problem.path.endswith("issuers[0].principal_prefix") and problem.line == 14
+
+
+def test_own_prefixes_or_an_explicit_shared_namespace_are_accepted(jwks_dir: Path) -> None:
+    own = namespace_yaml(issuer_yaml("a", "a/") + issuer_yaml("b", "b/"))
+    config = parse_config(own, "test.yaml", env={}, base_dir=jwks_dir)
+    issuers = config.virtual_clusters[0].listener.authentication.oauthbearer.issuers
+    assert [i.principal_prefix for i in issuers] == ["a/", "b/"]
+    shared = namespace_yaml(
+        issuer_yaml("a", None) + issuer_yaml("b", None),
+        "          shared_principal_namespace: true\n",
+    )
+    config = parse_config(shared, "test.yaml", env={}, base_dir=jwks_dir)
+    assert config.virtual_clusters[0].listener.authentication.oauthbearer.shared_principal_namespace

@@ -308,6 +308,33 @@ def test_several_issuers(rsa_key: rsa.RSAPrivateKey, rsa_key_2: rsa.RSAPrivateKe
     assert v.key_set(ISSUER) is one and v.key_sets() == {ISSUER: one, "https://other.example": two}
 
 
+def test_issuer_prefix_qualifies_the_principal(
+    rsa_key: rsa.RSAPrivateKey, rsa_key_2: rsa.RSAPrivateKey
+) -> None:
+    one = JwksKeySet.from_document(jwks(jwk(rsa_key, "k1")), NOW)
+    two = JwksKeySet.from_document(jwks(jwk(rsa_key_2, "k1")), NOW)
+    v = JwtValidator(
+        [
+            IssuerPolicy(ISSUER, (AUDIENCE,), key_set=one, principal_prefix="idp-a/"),
+            IssuerPolicy("https://b.example", (AUDIENCE,), key_set=two, principal_prefix="idp-b/"),
+        ]
+    )
+    from_a = v.validate(sign(rsa_key, sub="admin"), NOW)
+    from_b = v.validate(sign(rsa_key_2, sub="admin", iss="https://b.example"), NOW)
+    assert (from_a.principal_name, from_a.namespace) == ("idp-a/admin", "idp-a/")
+    assert (from_b.principal_name, from_b.namespace) == ("idp-b/admin", "idp-b/")
+    session = OAuthBearerServerSession(v)
+    token = oauthbearer_client_token(sign(rsa_key_2, sub="admin", iss="https://b.example"))
+    principal = session.evaluate(token, NOW).principal
+    assert principal is not None
+    assert (str(principal), principal.namespace) == ("User:idp-b/admin", "idp-b/")
+    # the client may name itself as in its token, or qualified
+    for authzid in ("admin", "idp-a/admin"):
+        message = oauthbearer_client_token(sign(rsa_key, sub="admin"), authzid=authzid)
+        result = OAuthBearerServerSession(v).evaluate(message, NOW)
+        assert result.principal is not None and result.principal.name == "idp-a/admin"
+
+
 # --------------------------------------------------------------------------------------
 # JWKS key sets and refresh
 
@@ -570,3 +597,61 @@ def test_client_session() -> None:
         failing.evaluate(b"")
     with pytest.raises(ValueError):
         OAuthBearerClientSession("not a jwt")
+
+
+# --------------------------------------------------------------------------------------
+# hostile tokens and documents: bounded before parsing, rejected as a typed failure
+
+
+def nested_json(depth: int) -> bytes:
+    return b'{"iss":"x","n":' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_deeply_nested_token_json_is_malformed_not_a_crash(key_set: JwksKeySet, where: str) -> None:
+    """About 3 KB of nesting made Python's JSON parser raise RecursionError before login."""
+    deep = b64url(nested_json(1500))
+    plain = b64url(b'{"alg":"RS256","kid":"k1"}')
+    token = f"{deep}.{plain}.c2ln" if where == "header" else f"{plain}.{deep}.c2ln"
+    assert 2000 < len(token) < 16 * 1024
+    failure = rejected(validator(key_set), token)
+    assert failure.reason is TokenRejection.MALFORMED
+    assert failure.detail == f"the {where} JSON nests deeper than 16 levels"
+
+
+def test_nesting_within_the_limit_and_brackets_in_strings_are_fine(
+    rsa_key: rsa.RSAPrivateKey, key_set: JwksKeySet
+) -> None:
+    token = sign(rsa_key, roles={"a": [[[["x"]]]]}, note="[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[")
+    assert validator(key_set).validate(token, NOW).claims["roles"] == {"a": [[[["x"]]]]}
+
+
+def test_oversized_token_is_malformed(rsa_key: rsa.RSAPrivateKey, key_set: JwksKeySet) -> None:
+    token = sign(rsa_key, padding="x" * 20_000)
+    failure = rejected(validator(key_set), token)
+    assert failure.reason is TokenRejection.MALFORMED
+    assert "at most 16384" in failure.detail
+
+
+def test_nested_token_fails_the_login_as_an_invalid_token(key_set: JwksKeySet) -> None:
+    """The usual failure path: RFC 7628 error challenge, then AuthenticationFailed (audited)."""
+    token = f"{b64url(b'{}')}.{b64url(nested_json(1500))}.c2ln"
+    session = OAuthBearerServerSession(validator(key_set))
+    result = session.evaluate(oauthbearer_client_token(token), NOW)
+    assert result.challenge == b'{"status":"invalid_token"}' and not result.completed
+    with pytest.raises(AuthenticationFailed) as info:
+        session.evaluate(b"\x01", NOW)
+    assert info.value.reason is FailureReason.INVALID_TOKEN
+    assert info.value.detail == "malformed_token: the payload JSON nests deeper than 16 levels"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ('{"keys": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+        ('{"keys": [], "n": ' + "9" * 5000 + "}", "not valid JSON"),
+    ],
+)
+def test_hostile_jwks_documents(document: str, message: str) -> None:
+    with pytest.raises(InvalidJwks, match=message):
+        parse_jwks(document)

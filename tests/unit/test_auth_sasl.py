@@ -85,7 +85,9 @@ def everything(jwks_file: Path, **extra: Any) -> AuthenticationConfig:
         oauthbearer={
             "issuers": [
                 {"issuer": ISSUER, "audience": "kafka-gateway", "jwks_file": str(jwks_file)}
-            ]
+            ],
+            # the same 'alice' logs in with every mechanism here, on purpose
+            "shared_principal_namespace": True,
         },
         **extra,
     )

@@ -366,7 +366,15 @@ def test_client_rejects_a_bad_server_first() -> None:
     cases = {
         f"r=xyz123,s={salt},i=4096": "does not extend",
         f"r=abc,s={salt},i=4096": "does not extend",
-        f"r=abcdef,s={salt},i=1024": "below the minimum",
+        f"r=abcdef,s={salt},i=1024": "outside Kafka's bounds 4096..16384",
+        # a broker asking for 2^31 PBKDF2 rounds would tie up a worker thread for minutes
+        f"r=abcdef,s={salt},i=2147483648": "outside Kafka's bounds 4096..16384",
+        f"r=abcdef,s={salt},i=16385": "outside Kafka's bounds",
+        f"r=abcdef,s={salt},i={'9' * 1000}": "invalid iteration count",
+        f"r=abcdef,s={base64.b64encode(bytes(257)).decode()},i=4096": "salt is 257 bytes",
+        "r=abcdef,s=,i=4096": "salt is 0 bytes",
+        f"r=abc{'x' * 600},s={salt},i=4096": "nonce is 603 characters",
+        f"r=abcdef,s={salt},i=4096,{'x' * 3000}": "server-first message is",
         "r=abcdef,s=!!,i=4096": "base64",
         f"m=x,r=abcdef,s={salt},i=4096": "unsupported",
         "garbage": "expected",

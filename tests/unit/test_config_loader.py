@@ -424,3 +424,72 @@ def test_unknown_key_with_unset_variable_reports_both() -> None:
     assert [(where(p), p.column) for p in found] == [(("extra", 10), 1), (("extra", 10), 8)]
     assert found[0].message == "unknown key 'extra'"
     assert "'NOPE' is not set" in found[1].message
+
+
+# --------------------------------------------------------------------------------------
+# hostile files: every failure is a ConfigError with a line, never another exception
+
+
+def test_deep_flow_nesting_is_reported_at_its_line() -> None:
+    text = VALID + "extra: " + "[" * 5000 + "]" * 5000 + "\n"
+    (problem,) = problems(text)
+    assert (problem.line, problem.column) == (10, 8 + 64)
+    assert "nested too deeply (at most 64 levels" in problem.message
+
+
+def test_deep_block_nesting_is_reported_at_its_line() -> None:
+    text = VALID + "".join(" " * depth + "k:\n" for depth in range(3000))
+    (problem,) = problems(text)
+    assert problem.line == 10 + 64
+    assert "nested too deeply" in problem.message
+
+
+def test_deep_nesting_through_aliases_is_reported() -> None:
+    chain = "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 80))
+    found = problems(VALID + "a0: &a0 [1]\n" + chain)
+    assert any("nested too deeply" in p.message for p in found)
+
+
+def test_alias_expansion_is_bounded() -> None:
+    """A "billion laughs" file: 10 levels of 10 aliases would expand to 10^10 values."""
+    text = "a0: &a0 [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10)
+    )
+    (problem,) = problems(text)
+    assert "more than 1000000 values once aliases are expanded" in problem.message
+
+
+@pytest.mark.parametrize("digits", [4300, 4301, 10_000])
+def test_huge_integer_is_reported_at_its_line(digits: int) -> None:
+    """Python refuses int() of more than 4300 digits; the loader reports it instead."""
+    (problem,) = problems(
+        VALID.replace("broker_port_base: 9092", f"broker_port_base: {'9' * digits}")
+    )
+    assert (problem.line, problem.column) == (5, 25)
+    assert problem.message == "number too long (more than 100 digits)"
+
+
+def test_huge_hex_integer_is_shown_by_size() -> None:
+    (problem,) = problems(
+        VALID.replace("broker_port_base: 9092", f"broker_port_base: 0x{'f' * 5000}")
+    )
+    assert where(problem) == ("virtual_clusters[0].listener.broker_port_base", 5)
+    assert problem.message == "must be <= 65535, got an integer of 20000 bits"
+
+
+def test_long_digit_runs_in_strings_are_fine() -> None:
+    config = parse_config(VALID.replace("name: local", f"name: 'c{'1' * 200}'"))
+    assert config.virtual_clusters[0].name == "c" + "1" * 200
+
+
+def test_validate_rejects_hostile_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, text in {
+        "deep.yaml": "a: " + "{a: " * 3000 + "}" * 3000,
+        "long.yaml": VALID.replace("9092\n", f"{'9' * 5000}\n", 1),
+    }.items():
+        path = tmp_path / name
+        path.write_text(text)
+        assert run_validate(str(path)) == 1
+        assert capsys.readouterr().err.startswith(
+            f"{path}:1:" if name == "deep.yaml" else f"{path}:4:"
+        )

@@ -444,9 +444,10 @@ async def test_refreshers_for_a_validator(jwks_server: JwksServer) -> None:
     config = OAuthBearerConfig.model_validate(
         {
             "issuers": [
-                {"issuer": "https://a.example", "audience": "gw", "jwks_url": jwks_server.jwks_url},
+                {"issuer": "https://a.example", "audience": "gw", "jwks_url": jwks_server.jwks_url,
+                 "principal_prefix": "a/"},
                 {"issuer": "https://b.example", "audience": "gw", "algorithms": ["HS256"],
-                 "hmac_secret": "x" * 32},
+                 "hmac_secret": "x" * 32, "principal_prefix": "b/"},
             ]
         }
     )  # fmt: skip

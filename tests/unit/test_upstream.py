@@ -247,7 +247,9 @@ def authenticator(tmp_path: Path, signing_key: SigningKey) -> ListenerAuthentica
                         "algorithms": ["ES256"],
                         "jwks_file": str(jwks),
                     }
-                ]
+                ],
+                # the same user logs in with every mechanism here, on purpose
+                "shared_principal_namespace": True,
             },
             "max_session_lifetime_ms": LIFETIME_MS,
             "failed_authentication_delay_ms": 0,
