@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -48,9 +48,14 @@ class _Context:
     principal: Principal
     authorizer: Authorizer
     cluster: VirtualCluster
+    #: Ids asked for that the cluster did not know: looked up, then decided again.
+    unknown_ids: list[uuid.UUID] = field(default_factory=list)
 
     def topic_name(self, topic_id: uuid.UUID) -> str | None:
-        return self.cluster.topic_name(topic_id)
+        name = self.cluster.topic_name(topic_id)
+        if name is None:
+            self.unknown_ids.append(topic_id)
+        return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +120,11 @@ class Enforcement:
 
     # --- authorization -------------------------------------------------------------
 
-    def authorize(
+    async def authorize(
         self, api_key: int, api_version: int, frame: bytes, client_id: str | None
     ) -> RequestVerdict:
+        """Decide a request; topic ids it names that no Metadata showed are looked up
+        upstream first, so an authorized request is never refused for a cold map."""
         acl = self.cluster.policies.acl
         principal = self.auth.principal
         if acl is None or api_key in NO_AUTHORIZATION:
@@ -130,16 +137,25 @@ class Enforcement:
         if self._audit_allows:
             authorizer = _AuditingAuthorizer(acl, audit_log)
         context = _Context(principal, authorizer, self.cluster)
-        try:
-            verdict = authorize_request(context, api_key, api_version, frame)
-        except MessageError as exc:
-            reason = f"cannot authorize {api_name(api_key)} v{api_version} request: {exc}"
-            self.log.warning("request_not_authorizable", error=reason)
-            verdict = RequestVerdict(forward=None, close_connection=reason)
+        verdict = self._decide(context, api_key, api_version, frame)
+        if context.unknown_ids:  # the decision is pure: redo it once the ids are known
+            await self.cluster.resolve_topic_ids(context.unknown_ids)
+            context = _Context(principal, authorizer, self.cluster)
+            verdict = self._decide(context, api_key, api_version, frame)
         self.audit_denials(api_key, verdict.denials, client_id)
         if verdict.close_connection is not None:
             self.close_reason = verdict.close_connection
         return verdict
+
+    def _decide(
+        self, context: _Context, api_key: int, api_version: int, frame: bytes
+    ) -> RequestVerdict:
+        try:
+            return authorize_request(context, api_key, api_version, frame)
+        except MessageError as exc:
+            reason = f"cannot authorize {api_name(api_key)} v{api_version} request: {exc}"
+            self.log.warning("request_not_authorizable", error=reason)
+            return RequestVerdict(forward=None, close_connection=reason)
 
     def audit_denials(self, api_key: int, denials: list[Denial], client_id: str | None) -> None:
         """One audit event per refusal (a response transform may find more later)."""
