@@ -15,6 +15,7 @@ gateway, both must follow the new leaders on their own connections:
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -54,17 +55,50 @@ class Acknowledged:
                 self.at[msg.value().decode()] = (msg.partition(), msg.offset())
 
 
+class RequestTimeouts:
+    """librdkafka statistics: requests that timed out, summed over the client's brokers.
+
+    A gateway that left a client's connection open after its broker died would make
+    the client wait for its request timeout; one that closes it makes the client
+    reconnect (to the new leader) at once, and no request times out.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.reports = 0
+
+    def __call__(self, raw: str) -> None:
+        brokers = json.loads(raw).get("brokers", {}).values()
+        self.total = sum(int(b.get("req_timeouts", 0)) for b in brokers)
+        self.reports += 1
+
+    def settle(self, poll: Any) -> int:
+        """The count in a report emitted after this call (``poll`` serves the callback)."""
+        wanted = self.reports + 2
+        deadline = time.monotonic() + 30
+        while self.reports < wanted:
+            assert time.monotonic() < deadline, "no statistics from the client"
+            poll()
+        return self.total
+
+
+STATS_INTERVAL = {"statistics.interval.ms": 500}
+
+
 class GroupConsumer(threading.Thread):
     """One consumer of a group, polling until stopped; keeps what it saw, in order."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True)
+        self.timeouts = RequestTimeouts()
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
                 "group.id": f"survivor-{uuid.uuid4().hex[:6]}",
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
+                "stats_cb": self.timeouts,
+                **STATS_INTERVAL,
             }
         )
         self.consumer.subscribe([topic], on_assign=self._on_assign)
@@ -126,6 +160,7 @@ def test_a_producer_and_a_consumer_group_live_through_a_broker_kill(
     )
     with running_gateway(tmp_path, cluster.bootstrap_servers) as gateway:
         acked = Acknowledged()
+        producer_timeouts = RequestTimeouts()
         producer = Producer(
             {
                 "bootstrap.servers": gateway.bootstrap,
@@ -134,6 +169,8 @@ def test_a_producer_and_a_consumer_group_live_through_a_broker_kill(
                 "linger.ms": 5,
                 "message.timeout.ms": 90000,
                 "on_delivery": acked,
+                "stats_cb": producer_timeouts,
+                **STATS_INTERVAL,
             }
         )
         consumer = GroupConsumer(gateway.bootstrap, topic)
@@ -156,6 +193,8 @@ def test_a_producer_and_a_consumer_group_live_through_a_broker_kill(
             wait_until(
                 lambda: consumer.values() >= acked.at.keys(), 90, "every acknowledged record"
             )
+            assert producer_timeouts.settle(lambda: producer.poll(0.1)) == 0
+            assert consumer.timeouts.settle(lambda: time.sleep(0.1)) == 0
         finally:
             consumer.stop()
 
