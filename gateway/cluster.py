@@ -12,22 +12,28 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections import deque
+from collections.abc import Iterable
 from functools import partial
 
 import structlog
 import trio
 
-from codec.metadata import metadata_topic_ids
 from codec.primitives import Buffer
 from gateway.client_auth import ClientAuthentication
 from gateway.connection_guard import ConnectionGuard, SessionGuard
-from gateway.discovery import BrokerAddress, BrokerApiVersions, DiscoveryError, discover_brokers
+from gateway.discovery import (
+    BrokerAddress,
+    BrokerApiVersions,
+    DiscoveryError,
+    discover_brokers,
+    lookup_topic_ids,
+)
 from gateway.http_fetch import JwksRefreshers
 from gateway.net import ListenError, UpstreamUnavailable, open_listeners
 from gateway.policy_state import build_policies
 from gateway.session import ClientSession, SessionSettings, UpstreamTarget
 from gateway.tls_reload import ReloadingServerContext
+from gateway.topic_ids import TopicIds
 from policies.auth import ListenerAuthenticator, NoMatchingRule, subject_dn_from_der
 from policies.config import GatewayConfig, HostPort, VirtualClusterConfig
 
@@ -73,10 +79,7 @@ class VirtualCluster:
         self._bind_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         #: Topic ids seen in Metadata responses, for APIs that carry ids instead of names.
-        self._topic_names: dict[uuid.UUID, str] = {}
-        #: Metadata responses not yet read for topic ids: walking one costs ~0.5 ms, so
-        #: it is done only when an id is looked up (decode only what a policy needs).
-        self._unread_metadata: deque[tuple[Buffer, int, int]] = deque(maxlen=8)
+        self.topic_ids = TopicIds(self._lookup_topic_ids, self.log)
         self.discovered = trio.Event()
         #: Caps, authentication deadline and idle timeout of this listener's connections.
         self.connection_guard = ConnectionGuard(listener.limits)
@@ -104,19 +107,18 @@ class VirtualCluster:
 
     def remember_metadata(self, frame: Buffer, body_offset: int, api_version: int) -> None:
         """Keep a Metadata response so topic ids can be resolved from it later."""
-        if api_version >= 10:
-            self._unread_metadata.append((frame, body_offset, api_version))
+        self.topic_ids.remember(frame, body_offset, api_version)
 
     def topic_name(self, topic_id: uuid.UUID) -> str | None:
-        """The name of a topic id seen in any recent Metadata response, else None."""
-        name = self._topic_names.get(topic_id)
-        if name is None and self._unread_metadata:
-            while self._unread_metadata:
-                frame, offset, version = self._unread_metadata.popleft()
-                body = memoryview(frame)[offset:].toreadonly()
-                self._topic_names.update(metadata_topic_ids(body, version))
-            name = self._topic_names.get(topic_id)
-        return name
+        """The name of a topic id seen in any Metadata response (or looked up), else None."""
+        return self.topic_ids.name_of(topic_id)
+
+    async def resolve_topic_ids(self, topic_ids: Iterable[uuid.UUID]) -> None:
+        """Look up upstream the ids no Metadata response has shown yet (single-flight)."""
+        await self.topic_ids.resolve(topic_ids)
+
+    async def _lookup_topic_ids(self, topic_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+        return await lookup_topic_ids(self.config.upstream, topic_ids)
 
     # --- reload ----------------------------------------------------------------------
 

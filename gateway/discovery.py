@@ -9,13 +9,16 @@ port bound before any client is told about them.
 from __future__ import annotations
 
 import itertools
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
 
 from codec.framing import FrameDecoder, encode_frame
 from codec.headers import encode_request_header, response_body_offset, response_correlation_id
-from codec.primitives import CodecError
+from codec.metadata import metadata_topic_ids
+from codec.primitives import CodecError, enc_array_length
 from codec.rewrite import rewrite_response
 from gateway.upstream import open_upstream
 from policies.config import UpstreamConfig
@@ -26,6 +29,8 @@ DISCOVERY_METADATA_VERSION = 12
 # topics=[] (compact array of 0), allow_auto_topic_creation=false,
 # include_topic_authorized_operations=false, no tagged fields.
 _METADATA_NO_TOPICS_V12 = b"\x01\x00\x00\x00"
+# Per topic asked by id: the 16-byte id, then name=null and no tagged fields.
+_BY_ID_TOPIC_TAIL = b"\x00\x00"
 _CLIENT_ID = "kafka-gateway"
 
 _correlation_ids = itertools.count(1)
@@ -144,3 +149,35 @@ class BrokerApiVersions:
                 raise DiscoveryError(
                     f"ApiVersions request to {connection.address} failed: {exc!r}"
                 ) from exc
+
+
+def metadata_by_id_request(topic_ids: Sequence[uuid.UUID]) -> bytes:
+    """A Metadata v12 request body for ``topic_ids`` (v12 is the first to accept ids)."""
+    topics = b"".join(topic_id.bytes + _BY_ID_TOPIC_TAIL for topic_id in topic_ids)
+    # allow_auto_topic_creation=false, include_topic_authorized_operations=false, no tags.
+    return enc_array_length(len(topic_ids), True) + topics + b"\x00\x00\x00"
+
+
+async def lookup_topic_ids(
+    upstream: UpstreamConfig, topic_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Ask the upstream for the names of ``topic_ids``; unknown ids are left out.
+
+    Kafka answers an unknown (or, for the gateway's principal, undescribable) id
+    with an error and a null name, which :func:`metadata_topic_ids` skips.
+    """
+    connection = await open_upstream(upstream.bootstrap_servers, upstream)
+    async with connection.stream as stream:
+        try:
+            body = await request_response(
+                stream,
+                METADATA_KEY,
+                DISCOVERY_METADATA_VERSION,
+                metadata_by_id_request(topic_ids),
+                upstream.request_timeout_ms / 1000,
+            )
+            return metadata_topic_ids(body, DISCOVERY_METADATA_VERSION)
+        except (trio.TooSlowError, trio.BrokenResourceError, CodecError) as exc:
+            raise DiscoveryError(
+                f"topic id lookup at {connection.address} failed: {exc!r}"
+            ) from exc

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -57,9 +57,14 @@ class _Context:
     principal: Principal
     authorizer: Authorizer
     cluster: VirtualCluster
+    #: Ids asked for that the cluster did not know: looked up, then decided again.
+    unknown_ids: list[uuid.UUID] = field(default_factory=list)
 
     def topic_name(self, topic_id: uuid.UUID) -> str | None:
-        return self.cluster.topic_name(topic_id)
+        name = self.cluster.topic_name(topic_id)
+        if name is None:
+            self.unknown_ids.append(topic_id)
+        return name
 
 
 class _CountingAuthorizer:
@@ -136,9 +141,11 @@ class Enforcement:
 
     # --- authorization -------------------------------------------------------------
 
-    def authorize(
+    async def authorize(
         self, api_key: int, api_version: int, frame: bytes, client_id: str | None
     ) -> RequestVerdict:
+        """Decide a request; topic ids it names that no Metadata showed are looked up
+        upstream first, so an authorized request is never refused for a cold map."""
         acl = self.cluster.policies.acl
         principal = self.auth.principal
         self.fetch_exchange = None
@@ -150,19 +157,33 @@ class Enforcement:
             return RequestVerdict(forward=None, close_connection=reason)
         authorizer = _CountingAuthorizer(acl, self._audit_allows)
         context = _Context(principal, authorizer, self.cluster)
-        try:
-            if api_key == FETCH:
-                verdict = self._authorize_fetch(context, api_version, frame)
-            else:
-                verdict = authorize_request(context, api_key, api_version, frame)
-        except MessageError as exc:
-            reason = f"cannot authorize {api_name(api_key)} v{api_version} request: {exc}"
-            self.log.warning("request_not_authorizable", error=reason)
-            verdict = RequestVerdict(forward=None, close_connection=reason)
+        saved_session = (
+            self.fetch_sessions.save() if api_key == FETCH and api_version >= 13 else None
+        )
+        verdict = self._decide(context, api_key, api_version, frame)
+        if context.unknown_ids:  # the decision is pure: redo it once the ids are known
+            await self.cluster.resolve_topic_ids(context.unknown_ids)
+            if saved_session is not None:  # the fetch-session mirror moved: undo that
+                self.fetch_sessions.restore(saved_session)
+            authorizer = _CountingAuthorizer(acl, self._audit_allows)
+            context = _Context(principal, authorizer, self.cluster)
+            verdict = self._decide(context, api_key, api_version, frame)
         self.audit_denials(api_key, verdict.denials, client_id, allowed=authorizer.allowed)
         if verdict.close_connection is not None:
             self.close_reason = verdict.close_connection
         return verdict
+
+    def _decide(
+        self, context: _Context, api_key: int, api_version: int, frame: bytes
+    ) -> RequestVerdict:
+        try:
+            if api_key == FETCH:
+                return self._authorize_fetch(context, api_version, frame)
+            return authorize_request(context, api_key, api_version, frame)
+        except MessageError as exc:
+            reason = f"cannot authorize {api_name(api_key)} v{api_version} request: {exc}"
+            self.log.warning("request_not_authorizable", error=reason)
+            return RequestVerdict(forward=None, close_connection=reason)
 
     def _authorize_fetch(self, context: _Context, api_version: int, frame: bytes) -> RequestVerdict:
         decision = self.fetch_sessions.authorize(context, frame, api_version)

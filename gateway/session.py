@@ -347,7 +347,7 @@ class ClientSession:
                 outgoing += (size_prefix(len(piece.frame)), piece.frame)
                 continue
             if isinstance(context, _AwaitingAuthorization):
-                forward = self._authorize(context.entry, bytes(piece.frame))
+                forward = await self._authorize(context.entry, bytes(piece.frame))
                 if forward is not None:
                     outgoing += (size_prefix(len(forward)), forward)
                 continue
@@ -385,9 +385,9 @@ class ClientSession:
             self.guard.login()
         self._requests.max_frame_bytes = self._request_frame_limit()
 
-    def _authorize(self, entry: InFlight, frame: bytes) -> bytes | None:
+    async def _authorize(self, entry: InFlight, frame: bytes) -> bytes | None:
         """Apply ACLs and per-topic quotas; return what to forward upstream, if anything."""
-        verdict = self.enforcement.authorize(
+        verdict = await self.enforcement.authorize(
             entry.api_key, entry.api_version, frame, entry.client_id
         )
         if entry.api_key == FETCH:

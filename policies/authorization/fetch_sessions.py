@@ -232,6 +232,15 @@ class FetchSessionGuard:
         )
         return FetchDecision(verdict, FetchExchange(version, ExchangeKind.SESSIONLESS, follower))
 
+    def save(self) -> tuple[int, int, Partitions]:
+        """The mirror's state, for :meth:`restore` when a decision must be taken again
+        (topic ids looked up upstream in between): :meth:`authorize` moves it."""
+        partitions = {key: set(indexes) for key, indexes in self.partitions.items()}
+        return self.session_id, self.next_epoch, partitions
+
+    def restore(self, saved: tuple[int, int, Partitions]) -> None:
+        self.session_id, self.next_epoch, self.partitions = saved
+
     def _forget(self) -> None:
         self.session_id = 0
         self.next_epoch = 1

@@ -6,7 +6,14 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicCollection
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.gateway_harness import RunningGateway
@@ -66,31 +73,80 @@ def test_idempotent_producer(gateway: RunningGateway, topic: str) -> None:
 
 
 def test_committed_and_aborted_transactions(gateway: RunningGateway, topic: str) -> None:
+    """A read_committed consumer reads every partition to its end and sees no aborted record.
+
+    The log ends with an aborted transaction, so a consumer that stopped once it had
+    the committed records would not reach the records most likely to leak.
+    """
     producer = Producer(
         {"bootstrap.servers": gateway.bootstrap, "transactional.id": f"tx-{uuid.uuid4()}"}
     )
     producer.init_transactions(30)
-    producer.begin_transaction()
-    for i in range(10):
-        producer.produce(topic, value=f"committed-{i}".encode())
-    producer.commit_transaction(30)
-    producer.begin_transaction()
-    for i in range(10):
-        producer.produce(topic, value=f"aborted-{i}".encode())
-    producer.flush(30)
-    producer.abort_transaction(30)
-    producer.begin_transaction()
-    producer.produce(topic, value=b"committed-last")
-    producer.commit_transaction(30)
+    committed = [f"committed-{i}" for i in range(10)] + ["committed-last"]
+    aborted = [f"aborted-{i}" for i in range(10)] + [f"aborted-late-{i}" for i in range(10)]
+    transactions = [(committed[:10], True), (aborted[:10], False), (committed[10:], True)]
+    transactions.append((aborted[10:], False))  # last in the log
+    for values, commit in transactions:
+        producer.begin_transaction()
+        for value in values:
+            producer.produce(topic, value=value.encode())
+        producer.flush(30)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
 
-    received = consume_values(
-        gateway.bootstrap,
-        topic,
-        11,
-        group=f"g-{uuid.uuid4()}",
-        **{"isolation.level": "read_committed"},
+    received = consume_to_end(gateway.bootstrap, topic, **{"isolation.level": "read_committed"})
+    assert not set(received) & set(aborted), "aborted records reached a read_committed consumer"
+    assert sorted(received) == sorted(committed)
+    # The records are there: a read_uncommitted consumer sees the aborted ones too.
+    everything = consume_to_end(gateway.bootstrap, topic, **{"isolation.level": "read_uncommitted"})
+    assert sorted(everything) == sorted(committed + aborted)
+
+
+def consume_to_end(bootstrap: str, topic: str, timeout: float = 60, **config: str) -> list[str]:
+    """Every value in ``topic``, reading each partition until it reports its end offset.
+
+    The end offsets are asked for first (with the consumer's isolation level: for
+    read_committed, the last stable offset); a partition is done once the consumer
+    reports reaching an offset at or past it.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"g-{uuid.uuid4()}",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+            **config,
+        }
     )
-    assert sorted(received) == sorted([f"committed-{i}" for i in range(10)] + ["committed-last"])
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+        assert sum(ends.values()) > 0, ends
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        values: list[str] = []
+        reached: dict[int, int] = {}
+        deadline = time.monotonic() + timeout
+        while any(reached.get(p, -1) < end for p, end in ends.items()):
+            assert time.monotonic() < deadline, f"ends {ends} not reached: {reached}"
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                reached[msg.partition()] = msg.offset()
+            elif error is not None:
+                raise AssertionError(f"consumer error: {error}")
+            else:
+                values.append(msg.value().decode())
+                reached[msg.partition()] = msg.offset() + 1
+        return values
+    finally:
+        consumer.close()
 
 
 def test_admin_create_describe_delete_topics(gateway: RunningGateway) -> None:

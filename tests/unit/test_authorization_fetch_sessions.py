@@ -286,3 +286,22 @@ def test_the_response_tells_the_guard_its_session() -> None:
     frame = upstream_frame(1, 12, fetch_response(12, [(ids["a"], [0, 1])], 91))
     stream(frame, FetchTailWatcher(12, gw_mapper, check), 5)
     assert (guard.session_id, guard.partitions) == (91, {"a": {0, 1}})
+
+
+@pytest.mark.parametrize("version", [13, 18])
+def test_a_decision_taken_again_after_an_id_lookup_keeps_the_session(version: int) -> None:
+    """Enforcement decides again once unknown topic ids were looked up upstream: the
+    mirror must then be as before the first decision, or the epoch would skip one."""
+    ids = keys(version)
+    ctx = ctx_for(version, ids, "a")
+    guard = FetchSessionGuard()
+    open_session(guard, ctx, version, [(ids["a"], [0])])
+    saved = guard.save()
+    decision, frame = incremental(guard, ctx, version, epoch=1, topics=[(ids["a"], [1])])
+    assert guard.next_epoch == 2 and guard.partitions[ids["a"]] == {0, 1}
+    guard.restore(saved)
+    assert (guard.session_id, guard.next_epoch) == (77, 1)
+    assert guard.partitions == {ids["a"]: {0}}
+    decision, frame = incremental(guard, ctx, version, epoch=1, topics=[(ids["a"], [1])])
+    assert_forwarded_as_is(decision.verdict, frame)
+    assert guard.next_epoch == 2 and guard.partitions[ids["a"]] == {0, 1}
