@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import pytest
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Producer,
     TopicCollection,
     TopicPartition,
@@ -153,13 +155,27 @@ def test_admin_create_describe_delete_topics(gateway: RunningGateway) -> None:
     admin = AdminClient({"bootstrap.servers": gateway.bootstrap})
     name = f"admin-{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=2)])[name].result(30)
-    description = admin.describe_topics(TopicCollection([name]))[name].result(30)
+    description = _described_once_known(admin, name)
     assert len(description.partitions) == 3
     cluster = admin.describe_cluster().result(30)
     assert {f"{n.host}:{n.port}" for n in cluster.nodes} <= gateway_addresses(gateway.bootstrap)
     assert cluster.controller is not None
     admin.delete_topics([name])[name].result(30)
     assert name not in admin.list_topics(timeout=10).topics or _eventually_deleted(admin, name)
+
+
+def _described_once_known(admin: AdminClient, name: str) -> Any:
+    """CreateTopics answers once the controller has the topic; the broker that answers
+    the describe may learn of it a moment later (UNKNOWN_TOPIC_OR_PART until then)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return admin.describe_topics(TopicCollection([name]))[name].result(30)
+        except KafkaException as exc:
+            unknown = exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if not unknown or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 def _eventually_deleted(admin: AdminClient, name: str) -> bool:
