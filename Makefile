@@ -12,7 +12,7 @@ SYSTEM_DEPS := java:openjdk-17-jre-headless mvn:maven kcat:kcat
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help install system-deps kafka run test lint typecheck docs docs-check unit integration bench fuzz clean
+.PHONY: help install system-deps kafka run test lint typecheck docs docs-check unit integration bench fuzz flood clean
 
 help:
 	@echo "make run   - start a local 3-broker Kafka and the gateway with deploy/examples/acl-quota.yaml (bootstrap 127.0.0.1:9092)"
@@ -70,6 +70,12 @@ test: kafka lint typecheck docs-check
 FUZZ_SECONDS ?= 300
 fuzz: install
 	$(BIN)/python -m tests.fuzz.run fuzz --seconds $(FUZZ_SECONDS)
+
+# the live flood test at the issue's full size (100,000 mutated frames; `make test` runs
+# 10,000): FLOOD_FRAMES=... to choose
+FLOOD_FRAMES ?= 100000
+flood: kafka
+	FLOOD_FRAMES=$(FLOOD_FRAMES) $(BIN)/pytest tests/integration/test_flood.py -q -s -rfE $(PYTEST_ARGS)
 
 bench: kafka
 	$(BIN)/python tests/benchmarks/bench.py $(BENCH_ARGS)

@@ -156,8 +156,20 @@ def running_gateway(
     config_path.write_text(json.dumps(config, indent=2))
     log_path = workdir / f"gateway-{port}.log"
     with log_path.open("wb") as log_file:
+        # GATEWAY_PROFILE=<dir>: run the gateway under cProfile (written when it stops).
+        profile_dir = os.environ.get("GATEWAY_PROFILE")
+        profiler = ["-m", "cProfile", "-o", f"{profile_dir}/gateway-{port}.prof"]
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--config", str(config_path), *cli_args],
+            [
+                sys.executable,
+                *(profiler if profile_dir else []),
+                "-m",
+                "gateway.cli",
+                "run",
+                "--config",
+                str(config_path),
+                *cli_args,
+            ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,

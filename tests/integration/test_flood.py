@@ -98,8 +98,31 @@ ACL_RULES: dict[str, Any] = {
 }
 
 
+#: The gateway's connection limits, set here rather than left to defaults so that what
+#: the flood meets is explicit. Attackers connect from 127.0.<block>.<n> (at most 50
+#: addresses per kind), the good clients from 127.0.0.1 (a handful of connections).
+#: Silent connections come from 40 addresses, 25 per address in each wave: 20 are held
+#: (the per-IP cap of connections not logged in), 5 refused; the held ones, 800, are
+#: well under the total cap of 2,000 (and slowloris and pre-login mutants add a few
+#: dozen), so a good client's new connection always finds room. The authentication
+#: deadline closes silent and slowloris connections within seconds.
+LIMITS: dict[str, int] = {
+    "max_connections": 4000,
+    "max_connections_per_ip": 200,
+    "max_unauthenticated_connections": 2000,
+    "max_unauthenticated_connections_per_ip": 20,
+    "authentication_timeout_ms": 3000,
+    "connections_max_idle_ms": 60000,
+}
+#: What the gateway logs when it closes a connection at its authentication deadline.
+DEADLINE_REASON = "authentication deadline exceeded"
+#: ... and when it refuses one for the per-IP cap of connections not logged in yet.
+UNAUTHENTICATED_CAP = "limit max_unauthenticated_connections_per_ip="
+
+
 def flood_listener() -> dict[str, Any]:
     return {
+        "limits": LIMITS,
         "authentication": {
             "mechanisms": ["PLAIN", "SCRAM-SHA-256"],
             "users": {"alice": hash_password(PASSWORDS["alice"])},
@@ -109,7 +132,7 @@ def flood_listener() -> dict[str, Any]:
                 ]
             },
             "failed_authentication_delay_ms": 50,
-        }
+        },
     }
 
 
@@ -120,8 +143,6 @@ def flood_gateway(
 ) -> Iterator[RunningGateway]:
     create_topics(kafka_cluster.bootstrap_servers, [ATTACK_TOPIC], partitions=1)
     create_topics(kafka_cluster.bootstrap_servers, [GOOD_TOPIC], partitions=GOOD_PARTITIONS)
-    # Limits (once the gateway has them): the defaults are what is under test; the good
-    # clients on 127.0.0.1 stay far below any per-IP cap.
     with running_gateway(
         tmp_path_factory.mktemp("flood-gateway"),
         kafka_cluster.bootstrap_servers,
@@ -264,6 +285,8 @@ class ProcessWatch:
         self.process = psutil.Process(gateway.process.pid)
         self.interval_s = interval_s
         self.max_rss = 0
+        #: The gateway's CPU time (user + system) at the last sample.
+        self.cpu_s = 0.0
         self.samples = 0
         self.died: int | None = None
         self._stop = threading.Event()
@@ -290,6 +313,8 @@ class ProcessWatch:
                 return
             try:
                 self.max_rss = max(self.max_rss, self.process.memory_info().rss)
+                times = self.process.cpu_times()
+                self.cpu_s = times.user + times.system
                 self.samples += 1
             except psutil.Error:
                 self._check()
@@ -366,8 +391,37 @@ def close_problems(pairs: list[Any], unmatched: list[Any]) -> list[str]:
     wrong = [(r, e) for r, e in pairs if r.closed_by_gateway and e.get("reason") == CLIENT_CLOSED]
     if wrong:
         problems.append(f"{len(wrong)} gateway-side closes are logged as {CLIENT_CLOSED!r}")
+    # Silent and slowloris connections never log in: the gateway refuses them (per-IP cap)
+    # or closes them at its authentication deadline; the flood never closes them.
+    for kind in ("silent", "slowloris"):
+        ours = [(r, e) for r, e in pairs if r.kind == kind]
+        if not ours:
+            problems.append(f"no {kind} connection was made")
+        not_by_gateway = [r for r, _e in ours if not r.closed_by_gateway]
+        if not_by_gateway:
+            problems.append(f"{len(not_by_gateway)} {kind} connections not closed by the gateway")
+        other = Counter(
+            reason_class(str(e.get("reason")))
+            for _r, e in ours
+            if not _deadline_or_cap(e, allow_refusal=kind == "silent")
+        )
+        if other:
+            problems.append(f"{kind} connections closed for other reasons: {other.most_common(5)}")
+    silent = Counter(
+        e.get("event") for r, e in pairs if r.kind == "silent" and _deadline_or_cap(e, True)
+    )
+    if not silent["connection_closed"] or not silent["connection_refused"]:
+        problems.append(
+            f"silent connections: {dict(silent)}; the test expects some held until the "
+            f"deadline and some refused by the per-IP cap (see LIMITS)"
+        )
+    giant = [(r, e) for r, e in pairs if r.kind == "giant-frame" and r.frames_sent]
+    if len(giant) < 2:
+        problems.append(
+            f"{len(giant)} 1 GiB frames were sent, expected one before, one after login"
+        )
     for record, event in pairs:
-        if record.kind == "giant-frame":
+        if record.kind == "giant-frame" and record.frames_sent:
             reason = str(event.get("reason", ""))
             if not record.closed_by_gateway or "frame" not in reason:
                 problems.append(
@@ -377,9 +431,50 @@ def close_problems(pairs: list[Any], unmatched: list[Any]) -> list[str]:
     return problems
 
 
+def _deadline_or_cap(event: Event, allow_refusal: bool) -> bool:
+    reason = str(event.get("reason", ""))
+    if event.get("event") == "connection_refused":
+        return allow_refusal and UNAUTHENTICATED_CAP in reason
+    return reason.startswith(DEADLINE_REASON)
+
+
+def good_client_refusals(events: list[Event]) -> list[str]:
+    """Refusals of the good clients' connections (127.0.0.1): there must be none."""
+    return [
+        f"{e.get('client')}: {e.get('reason')}"
+        for e in events
+        if e.get("event") == "connection_refused"
+        and str(e.get("client", "")).startswith("127.0.0.1:")
+    ]
+
+
+def never_reader_problems(result: FloodResult) -> list[str]:
+    """A client that never reads must end up blocked (the gateway stops reading it), not
+    buffered without bound; the RSS bound checks the memory side."""
+    records = [r for r in result.connections if r.kind == "never-reader" and r.frames_sent]
+    blocked = [r for r in records if r.send_blocked or r.closed_by_gateway]
+    if records and len(blocked) < len(records):
+        return [
+            f"{len(records) - len(blocked)} of {len(records)} never-reading clients could send "
+            f"until the end ({[r.frames_sent for r in records]} frames): no backpressure"
+        ]
+    return [] if records else ["no never-reading client connected"]
+
+
 # --- the test -----------------------------------------------------------------------
 
+#: Mutated frames the gateway must take in. The issue asks for 100,000: `make flood`
+#: runs that (FLOOD_FRAMES=100000). `make test` runs 10,000 so that it fits in every CI
+#: run on a 2-core machine: measured with ~4 other test sessions sharing the 2 cores
+#: (CPU pressure 75%), the gateway took in 100-200 mutated frames/s during the flood
+#: (about 12,500 in 120 s) beside the good pair and 5,000 silent connections, at
+#: ~1 ms of gateway CPU per frame all included; see the `flood:` summary it prints.
+FRAME_TARGET = int(os.environ.get("FLOOD_FRAMES", "10000"))
+#: The flood gives up (and fails) after this long; `make flood` needs far longer.
+TIME_LIMIT_S = max(200.0, FRAME_TARGET / 50)
 
+
+@pytest.mark.timeout(TIME_LIMIT_S + 240)  # the flood, then the good pair's drain and closes
 def test_flood_leaves_the_gateway_and_good_clients_unharmed(
     flood_gateway: RunningGateway,
 ) -> None:
@@ -390,7 +485,10 @@ def test_flood_leaves_the_gateway_and_good_clients_unharmed(
         port=int(port),
         login=ScramLogin("mallory", PASSWORDS["mallory"]),
         names=Names(topic=ATTACK_TOPIC, group=ATTACK_GROUP, other_topic=GOOD_TOPIC),
-        **json.loads(os.environ.get("FLOOD_PLAN", "{}")),  # for experiments, e.g. smaller floods
+        frame_target=FRAME_TARGET,
+        time_limit_s=TIME_LIMIT_S,
+        gateway_closes_within_s=LIMITS["authentication_timeout_ms"] / 1000 + 10,
+        **json.loads(os.environ.get("FLOOD_PLAN", "{}")),  # for experiments
     )
     pair = GoodPair(gateway)
     with ProcessWatch(gateway) as watch:
@@ -400,7 +498,9 @@ def test_flood_leaves_the_gateway_and_good_clients_unharmed(
         while not pair.consumed and not pair.errors and time.monotonic() < deadline:
             time.sleep(0.1)
         counter = GatewayFrameCounter(gateway.log_path)
+        test_cpu_s = -sum(psutil.Process().cpu_times()[:2])
         result = run_flood(plan, lambda: watch.died is not None, counter)
+        test_cpu_s += sum(psutil.Process().cpu_times()[:2])
         pair.stop_producing.set()
         threads[0].join(timeout=60)
         deadline = time.monotonic() + 30
@@ -410,6 +510,7 @@ def test_flood_leaves_the_gateway_and_good_clients_unharmed(
         threads[1].join(timeout=30)
         pairs, unmatched = wait_for_closes(gateway, result)
         result.frames_processed = counter(result)
+        events = gateway.events()
 
     closes = Counter(reason_class(str(e.get("reason"))) for _r, e in pairs)
     print(result.summary())
@@ -418,7 +519,8 @@ def test_flood_leaves_the_gateway_and_good_clients_unharmed(
         print(f"    {count:6d}  {reason}")
     print(
         f"  gateway max RSS {watch.max_rss / 2**20:.0f} MiB over {watch.samples} samples "
-        f"(bound {RSS_BOUND_BYTES / 2**20:.0f} MiB); good pair: {pair.sent} produced, "
+        f"(bound {RSS_BOUND_BYTES / 2**20:.0f} MiB); gateway CPU {watch.cpu_s:.0f}s, "
+        f"test process CPU {test_cpu_s:.0f}s; good pair: {pair.sent} produced, "
         f"{sum(len(r) for r in pair.acknowledged.values())} acknowledged, "
         f"{sum(len(r) for r in pair.consumed.values())} consumed"
     )
@@ -440,4 +542,6 @@ def test_flood_leaves_the_gateway_and_good_clients_unharmed(
         )
     problems += pair.problems()
     problems += close_problems(pairs, unmatched)
+    problems += [f"a good client was refused: {r}" for r in good_client_refusals(events)]
+    problems += never_reader_problems(result)
     assert not problems, "\n".join(["the flood broke guarantees:", *problems])
