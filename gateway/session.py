@@ -71,6 +71,14 @@ RESPONSE_HEAD_BYTES = 9
 #: Fetch responses above this size stream through (only their tagged tail is held back);
 #: smaller ones are buffered, which costs nothing and allows an exact rewrite.
 STREAM_FETCH_ABOVE = 64 * 1024
+#: Requests a connection may have in flight before the gateway stops reading from it,
+#: as a broker's muted channel does: a client that pipelines without bound, or never
+#: reads its answers, holds a bounded amount of gateway memory (entries, local answers).
+MAX_IN_FLIGHT = 1000
+#: Longest stretch of checked-request work (decoding, ACLs, local answers) one
+#: connection does before letting the others run: a chunk of many small pipelined
+#: requests must not stall the event loop.
+REQUEST_TURN_S = 0.002
 
 GATEWAY_VERSION_RANGES = api_versions.gateway_version_ranges()
 
@@ -170,6 +178,8 @@ class ClientSession:
         #: Quota throttling (KIP-219): the client's requests are not read before this
         #: time (``trio.current_time()``).
         self._muted_until = 0.0
+        #: Set by the response side when a full in-flight queue has room again.
+        self._in_flight_room: trio.Event | None = None
         self.log = structlog.get_logger("gateway.session").bind(
             virtual_cluster=cluster.name,
             client=peer,
@@ -322,6 +332,8 @@ class ClientSession:
                 # Throttled (KIP-219): like a muted Kafka channel, take no further request,
                 # not even one already received behind the one that was throttled.
                 await trio.sleep_until(self._muted_until)
+            if len(self.in_flight) >= MAX_IN_FLIGHT:
+                await self._wait_for_in_flight_room()
             if pending:
                 data, pending = pending, b""
             else:
@@ -334,9 +346,22 @@ class ClientSession:
             pending, stream.unconsumed = stream.unconsumed, b""
             self.upstream_reauth.gate.client_leave()  # only between frames
 
+    async def _wait_for_in_flight_room(self) -> None:
+        """Take no request until answers have gone out (backpressure, not an error)."""
+        await self._flush_local_answers()  # answers due now need no upstream response
+        while len(self.in_flight) >= MAX_IN_FLIGHT:
+            self._in_flight_room = trio.Event()
+            await self._in_flight_room.wait()
+        self._in_flight_room = None
+
+    def _note_in_flight_room(self) -> None:
+        if self._in_flight_room is not None and len(self.in_flight) < MAX_IN_FLIGHT:
+            self._in_flight_room.set()
+
     async def _forward_requests(self, stream: FrameStream, data: bytes | bytearray) -> None:
         """Route the requests in ``data``: forward, answer locally, or apply policies."""
         outgoing: list[Buffer] = []
+        turn_ends = time.perf_counter() + REQUEST_TURN_S
         for piece in self._feed(stream, data, self._decide_request, "client"):
             if not isinstance(piece, BufferedFrame):
                 outgoing.append(piece)
@@ -350,6 +375,9 @@ class ClientSession:
                 forward = await self._authorize(context.entry, bytes(piece.frame))
                 if forward is not None:
                     outgoing += (size_prefix(len(forward)), forward)
+                if time.perf_counter() > turn_ends:  # let other connections run
+                    await trio.lowlevel.checkpoint()
+                    turn_ends = time.perf_counter() + REQUEST_TURN_S
                 continue
             route, entry = context
             if route is Route.OBSERVE:  # passthrough SASL: read it, then relay it
@@ -441,6 +469,8 @@ class ClientSession:
     def _decide_request(self, head: memoryview, size: int) -> tuple[Decision, Any, None]:
         """Route one request from its first bytes; record it as in flight if answered."""
         self.requests += 1
+        if len(self.in_flight) >= MAX_IN_FLIGHT - 1:  # this one fills the queue
+            self._requests.pause_after_frame = True
         if self.auth.expects_legacy_token:  # a bare SASL token: no request header
             entry = InFlight(-1, 0, -1, time.perf_counter(), local=True)
             self.in_flight.append(entry)
@@ -602,6 +632,7 @@ class ClientSession:
                     await self.cluster.ensure_broker_listeners()  # a streamed Fetch named one
                 if outgoing:
                     await self._send_to_client(outgoing)
+            self._note_in_flight_room()
 
     def _decide_response(self, head: memoryview, size: int) -> tuple[Decision, Any, bytes | None]:
         """Match a response to its request; buffer it only if it must be rewritten."""

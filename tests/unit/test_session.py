@@ -192,3 +192,53 @@ virtual_clusters:
     assert cluster.topic_name(unknown_id) is None
     cluster.remember_metadata(frame, 5, 9)  # before v10 there are no topic ids to learn
     assert cluster.topic_name(unknown_id) is None
+
+
+async def test_a_client_pipelining_without_bound_has_at_most_max_in_flight_upstream() -> None:
+    """Like a broker's muted channel: the gateway stops reading a client whose requests
+    are not answered yet, so its memory per connection is bounded, and resumes as
+    answers go out. Nothing is lost or reordered."""
+    from gateway.session import MAX_IN_FLIGHT
+
+    total = MAX_IN_FLIGHT * 2 + 500
+    held: list[tuple[int, trio.SocketStream]] = []
+    answered = 0
+    worst_backlog = 0
+    received_more = trio.Event()
+
+    async def hold(api_key: int, version: int, cid: int, stream: trio.SocketStream) -> None:
+        nonlocal worst_backlog
+        held.append((cid, stream))
+        worst_backlog = max(worst_backlog, len(held) - answered)
+        received_more.set()
+
+    async def received(count: int) -> None:
+        nonlocal received_more
+        with trio.fail_after(20):
+            while len(held) < count:
+                received_more = trio.Event()
+                await received_more.wait()
+
+    async def answer(count: int) -> None:
+        nonlocal answered
+        for cid, stream in held[answered : answered + count]:
+            answered += 1  # counted before it can reach the gateway
+            await stream.send_all(encode_frame(struct.pack(">i", cid), b"\x00\x00"))
+
+    async with fake_broker(hold) as upstream, gateway_in_front_of(upstream) as (port, _):
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        await client.send_all(b"".join(request(12, 0, cid) for cid in range(total)))
+        await received(MAX_IN_FLIGHT)
+        await answer(500)
+        await received(MAX_IN_FLIGHT + 500)
+        while answered < total:
+            await answer(min(MAX_IN_FLIGHT, total - answered))
+            await received(min(total, answered + MAX_IN_FLIGHT))
+        decoder = FrameDecoder()
+        with trio.fail_after(20):
+            for cid in range(total):
+                frame = await read_frame(client, decoder)
+                assert frame is not None and struct.unpack_from(">i", frame)[0] == cid
+        await client.aclose()
+    assert len(held) == total
+    assert worst_backlog <= MAX_IN_FLIGHT, f"{worst_backlog} requests in flight upstream"
