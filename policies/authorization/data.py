@@ -914,21 +914,24 @@ def _metadata_topics_verdict(
         return RequestVerdict(forward=frame, transform=topic_filter)
     checks = Decisions(context) if shared is None else shared
     auto_create = version < _FIRST_AUTO_CREATE_FLAG or bool(request.allow_auto_topic_creation)
-    refused: dict[str, None] = {}  # dicts as ordered sets: entries follow the client's order
-    no_create: dict[str, None] = {}
+    # Dicts as ordered sets: entries follow the client's order.
+    names = [topic.name for topic in topics]
     by_id: set[uuid.UUID] = set()
-    for topic in topics:
-        if topic.name is None:
-            if getattr(topic, "topic_id", None) is not None:
-                by_id.add(topic.topic_id)
-            continue
-        name = str(topic.name)
-        if name in refused or name in no_create:
-            continue
-        if not checks.allows_topic(Operation.DESCRIBE, name):
-            refused[name] = None
-        elif auto_create and not _may_create(checks, name):
-            no_create[name] = None
+    if None in names:
+        by_id = {
+            t.topic_id
+            for t in topics
+            if t.name is None and getattr(t, "topic_id", None) is not None
+        }
+        names = [name for name in names if name is not None]
+    refused = checks.refused_names(Operation.DESCRIBE, TOPIC, names)
+    no_create: dict[str, None] = {}
+    if auto_create and len(refused) < len(names):
+        no_create = dict.fromkeys(
+            name
+            for name in dict.fromkeys(names)
+            if name not in refused and not _may_create(checks, name)
+        )
     if no_create and version < _FIRST_AUTO_CREATE_FLAG:
         # No flag to turn auto-creation off: refuse (and audit) rather than let it happen.
         for name in no_create:
@@ -949,7 +952,7 @@ def _metadata_topics_verdict(
     refusal_cls = kio_entity(response_class(METADATA, version), "MetadataResponseTopic")
     # One encode for all refused names (a request may name 100,000 topics).
     render = name_template(_metadata_refusal_entry(refusal_cls, "", None), "name")
-    appended = [render(name) for name in refused]
+    appended = render.many(refused)
     transform = _MetadataFilter(
         context,
         version,

@@ -14,10 +14,12 @@ a key the client listed twice is matched to the upstream answers for it in turn.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections import defaultdict, deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from datetime import timedelta
 from typing import Any, Final, Generic, TypeVar
 from uuid import UUID
@@ -25,6 +27,7 @@ from uuid import UUID
 from kio.schema.errors import ErrorCode
 
 from codec.headers import peek_api, response_correlation_id
+from policies.acl.engine import ConstantDecider
 from policies.acl.model import CLUSTER_NAME, AclDecision, Operation, ResourceType
 from policies.authorization.messages import (
     decode_response,
@@ -100,29 +103,98 @@ class Decisions:
     Verdicts share :attr:`denials`: refusals found while a response transform
     filters the answer (topics hidden from a described group, say) are appended to
     the verdict's list when the answer arrives, as Kafka logs them at that point.
+
+    :meth:`refused_names` answers one question for all the names of a request at
+    once: a request may name 100,000 resources, and its cost per name is a few
+    dict operations (the authorizer's ``name_decider`` when it has one), no
+    Python code per refusal recorded.
     """
 
     def __init__(self, context: AuthorizationContext) -> None:
         self._context = context
-        self._answers: dict[tuple[Operation, ResourceType, str], AclDecision] = {}
-        self._recorded: set[tuple[Operation, ResourceType, str]] = set()
+        #: ``(operation, resource type) -> {name: decision}``: names hash once, as str.
+        self._answers: dict[tuple[Operation, ResourceType], dict[str, AclDecision]] = {}
+        #: ``(operation, resource type) -> names whose refusal is in denials``.
+        self._recorded: dict[tuple[Operation, ResourceType], set[str]] = {}
         self.denials: list[Denial] = []
 
     def allows(
         self, operation: Operation, resource_type: ResourceType, name: str, *, audit: bool = True
     ) -> bool:
-        key = (operation, resource_type, name)
-        decision = self._answers.get(key)
+        question = (operation, resource_type)
+        answers = self._answers.get(question)
+        if answers is None:
+            answers = self._answers[question] = {}
+        decision = answers.get(name)
         if decision is None:
             context = self._context
             decision = context.authorizer.authorize(
                 context.principal, operation, resource_type, name
             )
-            self._answers[key] = decision
-        if not decision.allowed and audit and key not in self._recorded:
-            self._recorded.add(key)
-            self.denials.append(Denial(operation, resource_type, name, decision.rule))
+            answers[name] = decision
+        if not decision.allowed and audit:
+            self._record(question, (name,), decision.rule)
         return decision.allowed
+
+    def refused_names(
+        self, operation: Operation, resource_type: ResourceType, names: Iterable[str]
+    ) -> dict[str, None]:
+        """The distinct ``names`` refused ``operation``, in first-seen order (a dict
+        used as an ordered set); each refusal not yet recorded becomes a :class:`Denial`.
+
+        Same answers as :meth:`allows` name by name, at a fraction of its cost.
+        """
+        question = (operation, resource_type)
+        answers = self._answers.get(question)
+        if answers is None:
+            answers = self._answers[question] = {}
+        distinct = dict.fromkeys(names)
+        first = not answers
+        new = list(distinct) if first else [name for name in distinct if name not in answers]
+        decide = self._decider(operation, resource_type) if new else None
+        if isinstance(decide, ConstantDecider):  # no rule applies: no question per name
+            answers.update(dict.fromkeys(new, decide.decision))
+            if first:
+                refused = {} if decide.decision.allowed else distinct
+                if refused:
+                    self._record(question, new, decide.decision.rule)
+                return refused
+        elif decide is not None:
+            answers.update(zip(new, map(decide, new)))
+        refused = dict.fromkeys(name for name in distinct if not answers[name].allowed)
+        by_rule: dict[str, list[str]] = {}
+        for name in refused:  # usually one rule decides them all: group to record in bulk
+            by_rule.setdefault(answers[name].rule, []).append(name)
+        for rule, group in by_rule.items():
+            self._record(question, group, rule)
+        return refused
+
+    def _decider(
+        self, operation: Operation, resource_type: ResourceType
+    ) -> Callable[[str], AclDecision]:
+        context = self._context
+        authorizer = context.authorizer
+        make = getattr(authorizer, "name_decider", None)
+        if make is not None:
+            decider: Callable[[str], AclDecision] = make(
+                context.principal, operation, resource_type
+            )
+            return decider
+        return functools.partial(authorizer.authorize, context.principal, operation, resource_type)
+
+    def _record(
+        self, question: tuple[Operation, ResourceType], names: Sequence[str], rule: str
+    ) -> None:
+        recorded = self._recorded.get(question)
+        if recorded is None:
+            recorded = self._recorded[question] = set()
+        fresh = [name for name in names if name not in recorded]
+        if not fresh:
+            return
+        recorded.update(fresh)
+        operation, resource_type = question
+        rows = zip(repeat(operation), repeat(resource_type), fresh, repeat(rule))
+        self.denials.extend(map(_new_denial, rows))
 
     def allows_on_cluster(self, operation: Operation, *, audit: bool = True) -> bool:
         return self.allows(operation, ResourceType.CLUSTER, CLUSTER_NAME, audit=audit)
@@ -134,14 +206,17 @@ class Decisions:
         self, operation: Operation, resource_type: ResourceType, name: str, rule: str
     ) -> None:
         """Record a refusal the gateway decided without asking (e.g. an internal topic)."""
-        key = (operation, resource_type, name)
-        if key not in self._recorded:
-            self._recorded.add(key)
-            self.denials.append(Denial(operation, resource_type, name, rule))
+        self._record((operation, resource_type), (name,), rule)
 
     def topic_name(self, topic_id: UUID | None) -> str | None:
         """The name of a topic id as the gateway knows it, or None."""
         return None if topic_id is None else self._context.topic_name(topic_id)
+
+
+#: ``Denial`` from an ``(operation, resource_type, name, rule)`` row, in C.
+_new_denial: Final[Callable[[tuple[Operation, ResourceType, str, str]], Denial]] = (
+    functools.partial(tuple.__new__, Denial)  # type: ignore[assignment]
+)
 
 
 # --------------------------------------------------------------------------------------
