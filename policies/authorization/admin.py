@@ -273,7 +273,9 @@ def _authorize_create_topics(
     names = [topic.name for topic in request[1].topics]
     checks = Decisions(context)
     on_cluster = checks.allows(Operation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME, audit=False)
-    refused = {} if on_cluster else checks.refused_names(Operation.CREATE, ResourceType.TOPIC, names)
+    refused: dict[str, None] = {}
+    if not on_cluster:
+        refused = checks.refused_names(Operation.CREATE, ResourceType.TOPIC, names)
     template = refusal_template(
         element_type(response_class(CREATE_TOPICS, api_version), "topics"),
         "name",
@@ -283,7 +285,7 @@ def _authorize_create_topics(
         replication_factor=-1,
     )
     refusals: dict[Hashable, Mapping[str, Any] | bytes] = dict(
-        zip(refused, template.many(refused))
+        zip(refused, template.many(refused), strict=True)
     )
     hidden: set[str] = set()
     if api_version >= _CREATE_TOPICS_CONFIGS_VERSION:
@@ -354,7 +356,7 @@ def _authorize_delete_topics(
         error_message=kafka_error_message(TOPIC_AUTHORIZATION_FAILED),
     )
     refusals: dict[Hashable, Mapping[str, Any] | bytes] = dict(
-        zip([("name", name) for name in refused], template.many(refused))
+        zip([("name", name) for name in refused], template.many(refused), strict=True)
     )
     for key in keys:
         kind, value = key
@@ -530,13 +532,13 @@ def _authorize_configs(
                 for name in names
             )
             continue
-        resource_type, error_code = target
-        if resource_type is ResourceType.CLUSTER:
-            if checks.allows(operation, resource_type, CLUSTER_NAME):
+        acl_type, error_code = target
+        if acl_type is ResourceType.CLUSTER:
+            if checks.allows(operation, acl_type, CLUSTER_NAME):
                 continue
-            refused: Iterable[str] = dict.fromkeys(names)
+            refused = dict.fromkeys(names)
         else:
-            refused = checks.refused_names(operation, resource_type, names)
+            refused = checks.refused_names(operation, acl_type, names)
         template = refusal_template(
             entry_class,
             "resource_name",
@@ -544,8 +546,8 @@ def _authorize_configs(
             error_code=error_code,
             error_message=kafka_error_message(error_code),
         )
-        refused = list(refused)
-        refusals.update(zip([(config_type, name) for name in refused], template.many(refused)))
+        keys_refused = [(config_type, name) for name in refused]
+        refusals.update(zip(keys_refused, template.many(refused), strict=True))
     return _per_entry_verdict(shape, frame, api_version, request, keys, refusals, checks)
 
 

@@ -409,7 +409,8 @@ class EntryTemplate:
         if emit in (_emit_compact_bytes, _emit_nullable_compact_bytes):
             varints = _SMALL_VARINTS
             return [
-                head + (varints[len(data) + 1] if len(data) < 127 else _uvarint(len(data) + 1))
+                head
+                + (varints[len(data) + 1] if len(data) < 127 else _uvarint(len(data) + 1))
                 + data
                 + tail
                 for data in map(str.encode, names)

@@ -19,8 +19,8 @@ import typing
 from collections import defaultdict, deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from datetime import timedelta
+from itertools import repeat
 from typing import Any, Final, Generic, TypeVar
 from uuid import UUID
 
@@ -58,9 +58,9 @@ __all__ = [
     "kafka_message",
     "merge_in_client_order",
     "nested_class",
+    "refusal_template",
     "resolve_topic_name",
     "rewrite_response",
-    "refusal_template",
     "split_entries",
     "split_names",
     "split_topics",
@@ -163,7 +163,7 @@ class Decisions:
                     self._record(question, new, decide.decision.rule)
                 return refused
         elif decide is not None:
-            answers.update(zip(new, map(decide, new)))
+            answers.update(zip(new, map(decide, new), strict=True))
         refused = dict.fromkeys(name for name in distinct if not answers[name].allowed)
         by_rule: dict[str, list[str]] = {}
         for name in refused:  # usually one rule decides them all: group to record in bulk
@@ -218,7 +218,7 @@ class Decisions:
 
 #: ``Denial`` from an ``(operation, resource_type, name, rule)`` row, in C.
 _new_denial: Final[Callable[[tuple[Operation, ResourceType, str, str]], Denial]] = (
-    functools.partial(tuple.__new__, Denial)  # type: ignore[assignment]
+    functools.partial(tuple.__new__, Denial)
 )
 
 
@@ -352,7 +352,7 @@ def split_names(
     if len(rendered) == len(names):  # all refused, no name twice: no slot per entry
         split.all_local = rendered
         return split
-    answers = dict(zip(refused, rendered))
+    answers = dict(zip(refused, rendered, strict=True))
     if len(answers) == len(dict.fromkeys(names)):  # all refused
         split.all_local = [answers[name] for name in names]
         return split
