@@ -50,7 +50,7 @@ from policies.authorization.messages import (
     encode_response,
     response_class,
 )
-from policies.authorization.splitting import Decisions
+from policies.authorization.splitting import Decisions, refusal_template
 from policies.authorization.verdict import (
     AuthorizationContext,
     Denial,
@@ -154,7 +154,7 @@ def _per_entry_verdict(
     api_version: int,
     request: tuple[int, Any],
     keys: Sequence[Hashable],
-    refusals: Mapping[Hashable, Mapping[str, Any]],
+    refusals: Mapping[Hashable, Mapping[str, Any] | bytes],
     checks: Decisions,
     adjust: Callable[[Any], Any] | None = None,
 ) -> RequestVerdict:
@@ -169,9 +169,13 @@ def _per_entry_verdict(
         return RequestVerdict(forward=frame, denials=checks.denials)
     body_offset, body = request
     entry_class = element_type(response_class(shape.api_key, api_version), shape.response_field)
-    local = {key: build_entity(entry_class, **fields) for key, fields in refusals.items()}
+    local = {
+        key: fields if isinstance(fields, bytes) else build_entity(entry_class, **fields)
+        for key, fields in refusals.items()
+    }
     if keys and all(key in refusals for key in keys):
-        entries = _merge_in_request_order(keys, local, (), shape.response_keys)
+        # As _merge_in_request_order with nothing upstream: each key once, first-seen order.
+        entries = tuple(map(local.__getitem__, dict.fromkeys(keys)))
         response = _encode_entries(shape, api_version, peek_api(frame)[2], entries)
         return RequestVerdict(forward=None, local_response=response, denials=checks.denials)
     forward = frame
@@ -269,21 +273,20 @@ def _authorize_create_topics(
     names = [topic.name for topic in request[1].topics]
     checks = Decisions(context)
     on_cluster = checks.allows(Operation.CREATE, ResourceType.CLUSTER, CLUSTER_NAME, audit=False)
-    refused = {
-        name
-        for name in names
-        if not on_cluster and not checks.allows(Operation.CREATE, ResourceType.TOPIC, name)
-    }
-    refusals = {
-        name: {
-            "name": name,
-            "error_code": TOPIC_AUTHORIZATION_FAILED,
-            "error_message": AUTHORIZATION_FAILED_MESSAGE,
-            "num_partitions": -1,
-            "replication_factor": -1,
-        }
-        for name in refused
-    }
+    refused: dict[str, None] = {}
+    if not on_cluster:
+        refused = checks.refused_names(Operation.CREATE, ResourceType.TOPIC, names)
+    template = refusal_template(
+        element_type(response_class(CREATE_TOPICS, api_version), "topics"),
+        "name",
+        error_code=TOPIC_AUTHORIZATION_FAILED,
+        error_message=AUTHORIZATION_FAILED_MESSAGE,
+        num_partitions=-1,
+        replication_factor=-1,
+    )
+    refusals: dict[Hashable, Mapping[str, Any] | bytes] = dict(
+        zip(refused, template.many(refused), strict=True)
+    )
     hidden: set[str] = set()
     if api_version >= _CREATE_TOPICS_CONFIGS_VERSION:
         hidden = {
@@ -342,12 +345,25 @@ def _authorize_delete_topics(
     checks = Decisions(context)
     if checks.allows(Operation.DELETE, ResourceType.CLUSTER, CLUSTER_NAME, audit=False):
         return RequestVerdict(forward=frame)
-    refusals: dict[Hashable, Mapping[str, Any]] = {}
+    # Topics by name: one question for all; by id: each resolved on its own.
+    names = [value for kind, value in keys if kind == "name"]
+    refused = checks.refused_names(Operation.DELETE, ResourceType.TOPIC, names)
+    template = refusal_template(
+        element_type(response_class(DELETE_TOPICS, api_version), "responses"),
+        "name",
+        topic_id=_ZERO_UUID,
+        error_code=TOPIC_AUTHORIZATION_FAILED,
+        error_message=kafka_error_message(TOPIC_AUTHORIZATION_FAILED),
+    )
+    refusals: dict[Hashable, Mapping[str, Any] | bytes] = dict(
+        zip([("name", name) for name in refused], template.many(refused), strict=True)
+    )
     for key in keys:
         kind, value = key
-        refusal = _delete_refusal(context, checks, kind, value)
-        if refusal is not None:
-            refusals[key] = refusal
+        if kind == "id":
+            refusal = _delete_refusal(context, checks, kind, value)
+            if refusal is not None:
+                refusals[key] = refusal
     return _per_entry_verdict(shape, frame, api_version, request, keys, refusals, checks)
 
 
@@ -500,32 +516,48 @@ def _authorize_configs(
     """``operation`` on each resource's target; an alteration of a resource type the API
     does not know is answered INVALID_REQUEST (the broker does so before forwarding)."""
     resources = request[1].resources
-    keys: list[Hashable] = [(r.resource_type, r.resource_name) for r in resources]
+    keys: list[tuple[int, str]] = [(r.resource_type, r.resource_name) for r in resources]
     checks = Decisions(context)
-    refusals: dict[Hashable, Mapping[str, Any]] = {}
-    for resource, key in zip(resources, keys, strict=True):
-        error_code, message = _config_refusal(checks, operation, targets, resource)
-        if error_code != NONE:
-            refusals[key] = {
-                "error_code": error_code,
-                "error_message": message,
-                "resource_type": resource.resource_type,
-                "resource_name": resource.resource_name,
-            }
+    entry_class = element_type(response_class(shape.api_key, api_version), shape.response_field)
+    names_by_type: dict[int, list[str]] = {}
+    for resource_type, name in keys:
+        names_by_type.setdefault(resource_type, []).append(name)
+    refusals: dict[Hashable, Mapping[str, Any] | bytes] = {}
+    for config_type, names in names_by_type.items():
+        target = targets.get(config_type)
+        if target is None:
+            message = f"Unknown resource type {config_type}"
+            refusals.update(
+                ((config_type, name), _config_error(config_type, name, INVALID_REQUEST, message))
+                for name in names
+            )
+            continue
+        acl_type, error_code = target
+        if acl_type is ResourceType.CLUSTER:
+            if checks.allows(operation, acl_type, CLUSTER_NAME):
+                continue
+            refused = dict.fromkeys(names)
+        else:
+            refused = checks.refused_names(operation, acl_type, names)
+        template = refusal_template(
+            entry_class,
+            "resource_name",
+            resource_type=config_type,
+            error_code=error_code,
+            error_message=kafka_error_message(error_code),
+        )
+        keys_refused = [(config_type, name) for name in refused]
+        refusals.update(zip(keys_refused, template.many(refused), strict=True))
     return _per_entry_verdict(shape, frame, api_version, request, keys, refusals, checks)
 
 
-def _config_refusal(
-    checks: Decisions, operation: Operation, targets: _ConfigTargets, resource: Any
-) -> tuple[int, str | None]:
-    target = targets.get(resource.resource_type)
-    if target is None:
-        return INVALID_REQUEST, f"Unknown resource type {resource.resource_type}"
-    resource_type, error_code = target
-    name = CLUSTER_NAME if resource_type is ResourceType.CLUSTER else resource.resource_name
-    if checks.allows(operation, resource_type, name):
-        return NONE, None
-    return error_code, kafka_error_message(error_code)
+def _config_error(config_type: int, name: str, error_code: int, message: str) -> Mapping[str, Any]:
+    return {
+        "error_code": error_code,
+        "error_message": message,
+        "resource_type": config_type,
+        "resource_name": name,
+    }
 
 
 # --- Cluster-level APIs and the fallback --------------------------------------------

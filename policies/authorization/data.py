@@ -63,8 +63,8 @@ from codec.primitives import Buffer, CodecError, Reader, enc_array_length, enc_i
 from codec.produce import ProduceSummary, ProduceTopic, produce_topics
 from policies.acl.model import CLUSTER_NAME, Operation, ResourceType
 from policies.authorization import Handler
+from policies.authorization.encoding import EntryTemplate, name_template
 from policies.authorization.encoding import encode_entity as fast_encode
-from policies.authorization.encoding import name_template
 from policies.authorization.messages import (
     MessageError,
     decode_request,
@@ -307,6 +307,44 @@ def _topic_entry(
     return build(cls, **{shape.name: key, shape.partitions: tuple(parts)})
 
 
+def _local_topics(
+    client_order: Sequence[tuple[TopicKey, Sequence[int]]],
+    local_partition: LocalPartition,
+    shape: TopicPartitionsShape,
+    topic_class: type[Any],
+) -> tuple[bytes, ...]:
+    """:func:`merge_in_client_order` with every partition answered locally, encoded:
+    one encode per distinct partition entry, each topic rendered from a template."""
+    template = topic_template(topic_class, shape.name, shape.partitions)
+    encoded: dict[int, bytes] = {}  # id(entry) -> its encoding (entries are shared)
+
+    def partition(key: TopicKey, index: int) -> bytes:
+        entry = local_partition(key, index)
+        found = encoded.get(id(entry))
+        if found is None:
+            found = encoded[id(entry)] = encode_entity(entry)
+        return found
+
+    return tuple(
+        template.render(key, tuple([partition(key, index) for index in indexes]))
+        for key, indexes in client_order
+    )
+
+
+_TOPIC_TEMPLATES: dict[tuple[type[Any], str, str], EntryTemplate] = {}
+
+
+def topic_template(topic_class: type[Any], name: str, partitions: str) -> EntryTemplate:
+    """A topic entry (only a name, or id, and partitions) with both fields open."""
+    key = (topic_class, name, partitions)
+    template = _TOPIC_TEMPLATES.get(key)
+    if template is None:
+        hole = "" if name != "topic_id" else ZERO_UUID
+        entity = build(topic_class, **{name: hole, partitions: ()})
+        template = _TOPIC_TEMPLATES[key] = EntryTemplate(entity, (name, partitions))
+    return template
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionedApi:
     """An API whose request and response are ``topics[name, partitions[index, ...]]``."""
@@ -335,12 +373,10 @@ def authorize_by_topic(
         api.cluster_override, ResourceType.CLUSTER, CLUSTER_NAME, audit=False
     ):
         return RequestVerdict(forward=frame)
-    names = dict.fromkeys(api.request.key(topic) for topic in api.request.topic_list(request))
-    refused = {
-        name: errors.TOPIC_AUTHORIZATION_FAILED
-        for name in names
-        if not checks.allows_topic(api.operation, str(name))
-    }
+    names = [str(api.request.key(topic)) for topic in api.request.topic_list(request)]
+    refused: dict[TopicKey, int] = dict.fromkeys(
+        checks.refused_names(api.operation, TOPIC, names), errors.TOPIC_AUTHORIZATION_FAILED
+    )
     if not refused:
         return RequestVerdict(forward=frame)
     return split_by_topic(api, frame, body_offset, request, version, refused, checks.denials)
@@ -386,7 +422,7 @@ def split_by_topic(
         if api.request.key(topic) not in local_errors
     )
     if not forwarded:
-        topics = merge_in_client_order(client_order, (), local_partition, api.response, topic_cls)
+        topics = _local_topics(client_order, local_partition, api.response, topic_cls)
         body = build(response_cls, throttle_time=ZERO_THROTTLE, **{api.response.topics: topics})
         local = encode_response(_correlation_id(frame), api.api_key, version, body)
         return RequestVerdict(forward=None, local_response=local, denials=denials)
@@ -717,10 +753,18 @@ def fetch_verdict(
         for key, indexes in session_partitions.items():
             if key in local_errors:
                 refused.setdefault(key, []).extend(sorted(indexes))
-    built: dict[tuple[int, int], Any] = {}  # one entry object per (index, code)
+    # Encoded: one encode per distinct (partition index, code), each topic from a template.
+    template = topic_template(topic_cls, key_field, "partitions")
+    encoded: dict[tuple[int, int], bytes] = {}
     local_topics = [
-        fetch_refused_topic(
-            topic_cls, partition_cls, key_field, key, indexes, local_errors[key], built
+        template.render(
+            key,
+            tuple(
+                [
+                    _fetch_refused_partition(partition_cls, index, local_errors[key], encoded)
+                    for index in indexes
+                ]
+            ),
         )
         for key, indexes in refused.items()
     ]
@@ -742,7 +786,7 @@ def fetch_verdict(
     forward = encode_request(frame, body_offset, reduced)
     if not local_topics:
         return RequestVerdict(forward=forward, denials=denials)
-    appended = [encode_entity(topic) for topic in local_topics]
+    appended = local_topics
     return RequestVerdict(
         forward=forward, transform=_FetchAppend(version, appended), denials=denials
     )
@@ -761,9 +805,13 @@ def fetch_topic_errors(
         if checks.allows(Operation.CLUSTER_ACTION, ResourceType.CLUSTER, CLUSTER_NAME):
             return {}
         return dict.fromkeys(keys, errors.TOPIC_AUTHORIZATION_FAILED)
+    if not by_id:  # one question for all the names
+        names = [str(key) for key in keys]
+        refused = checks.refused_names(Operation.READ, TOPIC, names)
+        return dict.fromkeys(refused, errors.TOPIC_AUTHORIZATION_FAILED)
     local_errors: dict[TopicKey, int] = {}
     for key in keys:
-        name = (context.topic_name(key) if isinstance(key, uuid.UUID) else None) if by_id else key
+        name = context.topic_name(key) if isinstance(key, uuid.UUID) else None
         if name is None:
             local_errors[key] = UNKNOWN_TOPIC_ID
         elif not checks.allows_topic(Operation.READ, str(name)):
@@ -776,6 +824,31 @@ def fetch_is_follower(request: Any, version: int) -> bool:
         request.replica_state.replica_id if version >= _FIRST_REPLICA_STATE else request.replica_id
     )
     return bool(replica_id >= 0)
+
+
+def _fetch_refused_partition(
+    partition_cls: type[Any], index: int, code: int, encoded: dict[tuple[int, int], bytes]
+) -> bytes:
+    """The encoding of :func:`fetch_refused_topic`'s partition entry, once per (index, code)."""
+    found = encoded.get((index, code))
+    if found is None:
+        entry = _fetch_partition_refusal(partition_cls, index, code)
+        found = encoded[index, code] = encode_entity(entry)
+    return found
+
+
+def _fetch_partition_refusal(partition_cls: type[Any], index: int, code: int) -> Any:
+    return build(
+        partition_cls,
+        partition_index=index,
+        error_code=ErrorCode(code),
+        high_watermark=-1,
+        last_stable_offset=-1,
+        log_start_offset=-1,
+        aborted_transactions=None,
+        preferred_read_replica=-1,
+        records=b"",
+    )
 
 
 def fetch_refused_topic(
@@ -799,17 +872,7 @@ def fetch_refused_topic(
     for index in indexes:
         entry = built.get((index, code))
         if entry is None:
-            entry = built[index, code] = build(
-                partition_cls,
-                partition_index=index,
-                error_code=ErrorCode(code),
-                high_watermark=-1,
-                last_stable_offset=-1,
-                log_start_offset=-1,
-                aborted_transactions=None,
-                preferred_read_replica=-1,
-                records=b"",
-            )
+            entry = built[index, code] = _fetch_partition_refusal(partition_cls, index, code)
         partitions.append(entry)
     return build(topic_cls, **{key_field: key, "partitions": tuple(partitions)})
 
@@ -914,21 +977,24 @@ def _metadata_topics_verdict(
         return RequestVerdict(forward=frame, transform=topic_filter)
     checks = Decisions(context) if shared is None else shared
     auto_create = version < _FIRST_AUTO_CREATE_FLAG or bool(request.allow_auto_topic_creation)
-    refused: dict[str, None] = {}  # dicts as ordered sets: entries follow the client's order
-    no_create: dict[str, None] = {}
+    # Dicts as ordered sets: entries follow the client's order.
+    names = [topic.name for topic in topics]
     by_id: set[uuid.UUID] = set()
-    for topic in topics:
-        if topic.name is None:
-            if getattr(topic, "topic_id", None) is not None:
-                by_id.add(topic.topic_id)
-            continue
-        name = str(topic.name)
-        if name in refused or name in no_create:
-            continue
-        if not checks.allows_topic(Operation.DESCRIBE, name):
-            refused[name] = None
-        elif auto_create and not _may_create(checks, name):
-            no_create[name] = None
+    if None in names:
+        by_id = {
+            t.topic_id
+            for t in topics
+            if t.name is None and getattr(t, "topic_id", None) is not None
+        }
+        names = [name for name in names if name is not None]
+    refused = checks.refused_names(Operation.DESCRIBE, TOPIC, names)
+    no_create: dict[str, None] = {}
+    if auto_create and len(refused) < len(names):
+        no_create = dict.fromkeys(
+            name
+            for name in dict.fromkeys(names)
+            if name not in refused and not _may_create(checks, name)
+        )
     if no_create and version < _FIRST_AUTO_CREATE_FLAG:
         # No flag to turn auto-creation off: refuse (and audit) rather than let it happen.
         for name in no_create:
@@ -949,7 +1015,7 @@ def _metadata_topics_verdict(
     refusal_cls = kio_entity(response_class(METADATA, version), "MetadataResponseTopic")
     # One encode for all refused names (a request may name 100,000 topics).
     render = name_template(_metadata_refusal_entry(refusal_cls, "", None), "name")
-    appended = [render(name) for name in refused]
+    appended = render.many(refused)
     transform = _MetadataFilter(
         context,
         version,

@@ -46,8 +46,10 @@ from policies.authorization.splitting import (
     kafka_message,
     merge_in_client_order,
     nested_class,
+    refusal_template,
     rewrite_response,
     split_entries,
+    split_names,
     split_topics,
     topic_key,
 )
@@ -600,22 +602,19 @@ def _describe_groups(context: AuthorizationContext, frame: bytes, version: int) 
     decisions = Decisions(context)
     group_cls = nested_class(response_class(DESCRIBE_GROUPS, version), "groups")
 
-    def refused(group_id: str) -> Any:
-        if decisions.allows(DESCRIBE, GROUP, group_id):
-            return None
-        return build(
-            group_cls,
-            error_code=GROUP_DENIED,
-            error_message=None,
-            group_id=group_id,
-            group_state="",
-            protocol_type="",
-            protocol_data="",
-            members=(),
-            authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
-        )
-
-    split: Split[str, Any] = split_entries(request.groups, refused, lambda group_id: group_id)
+    refusal = refusal_template(
+        group_cls,
+        "group_id",
+        error_code=GROUP_DENIED,
+        error_message=None,
+        group_state="",
+        protocol_type="",
+        protocol_data="",
+        members=(),
+        authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+    )
+    groups = request.groups
+    split: Split[str, Any] = split_names(decisions, DESCRIBE, GROUP, groups, groups, refusal)
     with_operations = bool(getattr(request, "include_authorized_operations", False))
     return _describe_per_group(
         frame,
@@ -699,13 +698,9 @@ def _delete_groups(context: AuthorizationContext, frame: bytes, version: int) ->
     decisions = Decisions(context)
     result_cls = nested_class(response_class(DELETE_GROUPS, version), "results")
 
-    def refused(group_id: str) -> Any:
-        if decisions.allows(DELETE, GROUP, group_id):
-            return None
-        return result_cls(group_id=group_id, error_code=GROUP_DENIED)
-
+    refusal = refusal_template(result_cls, "group_id", error_code=GROUP_DENIED)
     distinct = tuple(dict.fromkeys(request.groups_names))
-    split: Split[str, Any] = split_entries(distinct, refused, lambda group_id: group_id)
+    split: Split[str, Any] = split_names(decisions, DELETE, GROUP, distinct, distinct, refusal)
     if split.all_forwarded:
         return forward_as_is(frame, decisions)
     if split.none_forwarded:

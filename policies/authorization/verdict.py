@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from uuid import UUID
 
 from policies.acl.model import Authorizer, Operation, ResourceType
@@ -23,9 +23,13 @@ __all__ = ["AuthorizationContext", "Denial", "RequestVerdict", "ResponseTransfor
 ResponseTransform = Callable[[bytes], bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class Denial:
-    """One refused (operation, resource) pair, for the audit log."""
+class Denial(NamedTuple):
+    """One refused (operation, resource) pair, for the audit log.
+
+    A named tuple, not a dataclass: a request may refuse 100,000 names, and
+    :class:`~policies.authorization.splitting.Decisions` records them in bulk
+    (``tuple.__new__`` over zipped columns, no Python code per denial).
+    """
 
     operation: Operation
     resource_type: ResourceType

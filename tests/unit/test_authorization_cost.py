@@ -175,3 +175,65 @@ def _merge_metadata_topics(first: bytes, second: bytes) -> bytes:
     import dataclasses
 
     return encode_request(first, offset, dataclasses.replace(a, topics=a.topics + b.topics))
+
+
+# --- the bulk path: same answers as one question at a time, same bytes as kio -----------
+
+
+def test_per_entry_python_calls_stay_within_a_small_constant() -> None:
+    """The shared paths (templates, bulk decisions) cost a few calls per refused entry."""
+    for name in ("Metadata", "DescribeGroups", "DeleteGroups", "DescribeConfigs"):
+        _work(name, 4)
+        first, second = _work(name, 400), _work(name, 800)
+        per_entry = (second.calls - first.calls) / 400
+        assert per_entry <= 12, f"{name}: {per_entry:.1f} calls per refused entry"
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["allowed-a", "denied-b", "allowed-a", "x", "denied-b", "allowed-"],
+        [f"denied-{i}" for i in range(50)],
+        [],
+    ],
+)
+def test_refused_names_answers_as_allows_does(names: list[str]) -> None:
+    from policies.acl.model import Operation, ResourceType
+    from policies.authorization.splitting import Decisions
+
+    bulk, single = Decisions(_Context()), Decisions(_Context())
+    bulk.allows(Operation.READ, ResourceType.TOPIC, "x", audit=False)  # answered, not recorded
+    single.allows(Operation.READ, ResourceType.TOPIC, "x", audit=False)
+    refused = bulk.refused_names(Operation.READ, ResourceType.TOPIC, names)
+    expected = [n for n in dict.fromkeys(names) if not single.allows_topic(Operation.READ, n)]
+    assert list(refused) == expected
+    assert bulk.denials == single.denials
+
+
+def test_templates_render_what_kio_encodes() -> None:
+    import io
+
+    from kio.serial import entity_writer
+
+    from policies.authorization.encoding import EntryTemplate
+    from policies.authorization.error_response import build_entity, element_type
+    from policies.authorization.messages import response_class
+
+    def kio(entity: Any) -> bytes:
+        out = io.BytesIO()
+        entity_writer(type(entity))(out, entity)
+        return out.getvalue()
+
+    for api_key, version, field, hole in [
+        (15, 5, "groups", "group_id"),
+        (15, 0, "groups", "group_id"),
+        (32, 4, "results", "resource_name"),
+        (32, 1, "results", "resource_name"),
+    ]:
+        cls = element_type(response_class(api_key, version), field)
+        values = {"error_code": 30, "error_message": "m"}
+        template = EntryTemplate(build_entity(cls, **{hole: ""}, **values), (hole,))
+        names = ["a", "é" * 70, "x" * 300, ""]
+        expected = [kio(build_entity(cls, **{hole: n}, **values)) for n in names]
+        assert template.many(names) == expected
+        assert [template(n) for n in names] == expected
