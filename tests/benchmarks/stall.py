@@ -66,7 +66,7 @@ async def _stall_ms(frame: bytes, api_key: int) -> tuple[float, float]:
         await trio.sleep(0.01)
         await trio.lowlevel.checkpoint()
         cpu = time.process_time()
-        verdict = _enforcement().authorize(api_key, version, frame, "bench")
+        verdict = await _enforcement().authorize(api_key, version, frame, "bench")
         cpu = time.process_time() - cpu
         assert verdict.forward is not None or verdict.local_response is not None
         await trio.sleep(0.01)

@@ -123,11 +123,11 @@ def _enforcement() -> Enforcement:
 
 
 @pytest.mark.parametrize("count", [10, 10_000])
-def test_one_audit_event_per_request_whatever_the_number_of_refusals(count: int) -> None:
+async def test_one_audit_event_per_request_whatever_the_number_of_refusals(count: int) -> None:
     api_key, frame = _request("Metadata", count)
     version = parse_request_header(frame).api_version
     with capture_logs() as events:
-        verdict = _enforcement().authorize(api_key, version, frame, "cid")
+        verdict = await _enforcement().authorize(api_key, version, frame, "cid")
     assert verdict.forward is not None
     denied = [e for e in events if e["event"] == "authorization_denied"]
     assert len(denied) == 1
@@ -151,7 +151,7 @@ def test_one_audit_event_per_request_whatever_the_number_of_refusals(count: int)
     }
 
 
-def test_the_audit_event_counts_allowed_questions_and_names_each_rule() -> None:
+async def test_the_audit_event_counts_allowed_questions_and_names_each_rule() -> None:
     from tests.worst_requests import _metadata
 
     allowed = _metadata(3, "allowed-")
@@ -160,7 +160,7 @@ def test_the_audit_event_counts_allowed_questions_and_names_each_rule() -> None:
     api_key, version = 3, 12
     merged = _merge_metadata_topics(allowed, denied)
     with capture_logs() as events:
-        _enforcement().authorize(api_key, version, merged, None)
+        await _enforcement().authorize(api_key, version, merged, None)
     (event,) = [e for e in events if e["event"] == "authorization_denied"]
     # Describe and (auto-creation) Create on each allowed topic.
     assert (event["denied"], event["allowed"]) == (2, 3 + 3)
