@@ -128,6 +128,8 @@ def test_a_consumer_over_its_fetch_quota_is_throttled(quota_gateway: RunningGate
             msg = consumer.poll(0.2)
             if msg is not None and msg.error() is None:
                 fetched += len(msg.value())
+                if fetched == SEEDED_RECORDS * len(VALUE):  # all of it: a throttle is due now
+                    deadline = min(deadline, time.monotonic() + 5)
             elif msg is not None and msg.error().code() != KafkaError._PARTITION_EOF:
                 raise AssertionError(f"consumer error: {msg.error()}")
     finally:
