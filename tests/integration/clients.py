@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 
 class StatsRecorder:
@@ -79,3 +79,52 @@ def consume_values(
     finally:
         consumer.close()
     return values
+
+
+def values_on_broker(bootstrap: str, topic: str, timeout: float = 30) -> list[bytes]:
+    """Every record value of ``topic``, read directly from Kafka (``bootstrap`` is the
+    cluster's, not a gateway's) from each partition's start to its end offset.
+
+    What a test asserts "was never written" must be checked here: a gateway that
+    answered an error but forwarded the request anyway is caught only on the broker.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"broker-check-{topic}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        ends: dict[int, int] = {}
+        assignment = []
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout
+            )
+            if high > low:
+                ends[partition] = high
+                assignment.append(TopicPartition(topic, partition, low))
+        values: list[bytes] = []
+        if not assignment:
+            return values
+        consumer.assign(assignment)
+        deadline = time.monotonic() + timeout
+        while ends:
+            assert time.monotonic() < deadline, f"{topic}: partitions {sorted(ends)} not read"
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    ends.pop(msg.partition(), None)
+                    continue
+                raise AssertionError(f"reading {topic} on the broker: {msg.error()}")
+            values.append(msg.value())
+            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                ends.pop(msg.partition(), None)
+        return values
+    finally:
+        consumer.close()

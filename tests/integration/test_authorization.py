@@ -1,8 +1,9 @@
 """ACLs at the gateway: real clients get the errors a real Kafka broker would give them.
 
-Two principals authenticate with SASL PLAIN: ``alice`` writes and reads ``orders.*``
+Three principals authenticate with SASL PLAIN: ``alice`` writes and reads ``orders.*``
 and consumes as group ``billing``; ``bob`` only reads ``orders.*``, with groups
-starting with ``bob-``, and an explicit deny rule on group ``billing``. Each client
+starting with ``bob-``, and an explicit deny rule on group ``billing``; ``carol`` may
+describe ``orders.*`` and use groups starting with ``carol-``, but not read the topics. Each client
 library must report the denial the way it reports a broker's (a delivery error, an
 exception from a future, a consumer error event), keep its connection working, and
 the gateway must write one aggregated ``authorization_denied`` audit event per
@@ -24,7 +25,7 @@ from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailed
 
 from policies.auth import hash_password
 from tests.gateway_harness import Event, RunningGateway, running_gateway
-from tests.integration.clients import produce_values
+from tests.integration.clients import produce_values, values_on_broker
 from tests.integration.conftest import _wait_until_every_broker_knows
 
 pytestmark = pytest.mark.kafka
@@ -91,6 +92,21 @@ ACL_RULES: dict[str, Any] = {
             "resource_name": "billing",
             "operations": ["All"],
             "effect": "deny",
+        },
+        {
+            # Describe without Read: metadata, group and offsets work, Fetch is refused.
+            "principals": ["User:carol"],
+            "resource_type": "topic",
+            "pattern_type": "prefixed",
+            "resource_name": "orders.",
+            "operations": ["Describe"],
+        },
+        {
+            "principals": ["User:carol"],
+            "resource_type": "group",
+            "pattern_type": "prefixed",
+            "resource_name": "carol-",
+            "operations": ["Read"],
         },
     ],
 }
@@ -208,7 +224,7 @@ def acl_gateway(
     with running_gateway(
         tmp_path_factory.mktemp("acl-gateway"),
         kafka_cluster.bootstrap_servers,
-        listener=plain_listener(["alice", "bob", "admin"]),
+        listener=plain_listener(["alice", "bob", "admin", "carol"]),
         cluster={"authorization": ACL_RULES},
     ) as gateway:
         yield gateway
@@ -237,6 +253,7 @@ def consume_until(consumer: Consumer, wanted: set[str], timeout: float = 30) -> 
 
 def test_confluent_producer_denied_topic_then_allowed_on_the_same_producer(
     acl_gateway: RunningGateway,
+    kafka_cluster,  # type: ignore[no-untyped-def]
 ) -> None:
     producer = Producer(
         {**client_config(acl_gateway, "alice", "acl-alice-producer"), "linger.ms": 0}
@@ -252,9 +269,17 @@ def test_confluent_producer_denied_topic_then_allowed_on_the_same_producer(
     )
     assert event["api"] == "metadata"  # librdkafka asks for the topic's metadata first
     assert event["rules"] == ["default"]
+    # On Kafka itself: the allowed records are there, the denied one nowhere.
+    assert {b"alice-1", b"alice-2"} <= set(
+        values_on_broker(kafka_cluster.bootstrap_servers, ORDERS)
+    )
+    assert b"alice-to-payments" not in values_on_broker(kafka_cluster.bootstrap_servers, PAYMENTS)
 
 
-def test_confluent_read_only_principal_cannot_produce(acl_gateway: RunningGateway) -> None:
+def test_confluent_read_only_principal_cannot_produce(
+    acl_gateway: RunningGateway,
+    kafka_cluster,  # type: ignore[no-untyped-def]
+) -> None:
     producer = Producer({**client_config(acl_gateway, "bob", "acl-bob-producer"), "linger.ms": 0})
     denied = deliver(producer, ORDERS, b"bob-was-here")
     assert denied is not None, "bob's produce to orders was delivered"
@@ -262,6 +287,11 @@ def test_confluent_read_only_principal_cannot_produce(acl_gateway: RunningGatewa
     event = wait_for_denial(acl_gateway, "User:bob", ORDERS, {"Write"})
     assert event["api"] == "produce"
     assert event["rules"] == ["default"]
+    # The Produce itself reached the gateway (bob may describe orders) and must have
+    # stopped there: nothing of it is on the broker.
+    on_broker = values_on_broker(kafka_cluster.bootstrap_servers, ORDERS)
+    assert set(SEEDED) <= set(v.decode() for v in on_broker), "the broker check reads nothing"
+    assert b"bob-was-here" not in on_broker, "a denied Produce was written to Kafka"
 
 
 def test_confluent_consumers_in_allowed_groups_read(acl_gateway: RunningGateway) -> None:
@@ -314,6 +344,52 @@ def test_confluent_consumer_in_a_denied_group_gets_group_authorization_failed(
         acl_gateway, "User:bob", "billing", {"Describe", "Read"}, resource_type="group"
     )
     assert event["rules"] == [BOB_DENIED_BILLING_RULE]  # the explicit deny rule decided
+
+
+def test_confluent_consumer_without_read_gets_topic_authorization_failed_and_no_record(
+    acl_gateway: RunningGateway,
+) -> None:
+    """carol may describe ``orders.*`` and join her group, but not Read: the Fetch is
+    refused with TOPIC_AUTHORIZATION_FAILED and not one seeded record reaches her."""
+    client_errors: list[KafkaError] = []
+    consumer = Consumer(
+        {
+            **client_config(acl_gateway, "carol", "acl-carol-consumer"),
+            "group.id": f"carol-{RUN}",
+            "auto.offset.reset": "earliest",
+            "error_cb": client_errors.append,
+        }
+    )
+    consumer_errors: list[KafkaError] = []
+    records: list[bytes] = []
+    try:
+        consumer.subscribe([ORDERS])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is None:
+                records.append(msg.value())
+                continue
+            consumer_errors.append(msg.error())
+            if msg.error().code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                break
+        # A few more polls: a refused Fetch must not be followed by records either.
+        for _ in range(4):
+            msg = consumer.poll(0.25)
+            if msg is not None and msg.error() is None:
+                records.append(msg.value())
+    finally:
+        consumer.close()
+    assert not records, f"carol read {len(records)} records without Read on {ORDERS}"
+    codes = [e.code() for e in consumer_errors]
+    assert KafkaError.TOPIC_AUTHORIZATION_FAILED in codes, (consumer_errors, client_errors)
+    event = wait_for_denial(
+        acl_gateway, "User:carol", ORDERS, {"Read"}, client_id="acl-carol-consumer"
+    )
+    assert event["api"] == "fetch", event
+    assert event["rules"] == ["default"]
 
 
 def test_metadata_lists_only_the_topics_a_principal_may_describe(
@@ -406,6 +482,7 @@ def test_admin_operations_are_denied_per_topic(acl_gateway: RunningGateway, kafk
 
 def test_kafka_python_producers_get_topic_authorization_failed(
     acl_gateway: RunningGateway,
+    kafka_cluster,  # type: ignore[no-untyped-def]
 ) -> None:
     alice = KafkaProducer(
         bootstrap_servers=acl_gateway.bootstrap,
@@ -443,6 +520,10 @@ def test_kafka_python_producers_get_topic_authorization_failed(
         acl_gateway, "User:bob", ORDERS, {"Write"}, client_id="acl-bob-kafka-python"
     )
     assert event["api"] == "produce"
+    on_broker = set(values_on_broker(kafka_cluster.bootstrap_servers, ORDERS))
+    assert {b"kp-alice-1", b"kp-alice-2"} <= on_broker
+    assert b"kp-bob-denied" not in on_broker, "a denied Produce was written to Kafka"
+    assert b"kp-alice-denied" not in values_on_broker(kafka_cluster.bootstrap_servers, PAYMENTS)
 
 
 def test_kafka_python_consumers(acl_gateway: RunningGateway) -> None:
@@ -507,5 +588,5 @@ def test_audit_events_name_the_decision_and_carry_no_password(
         for field in ("principal", "operations", "resource_types", "resources", "rules", "api"):
             assert event.get(field), f"{field} missing in {event}"
         assert not any("password" in key.lower() for key in event), event
-    assert {e["principal"] for e in denials} <= {"User:alice", "User:bob"}
+    assert {e["principal"] for e in denials} <= {"User:alice", "User:bob", "User:carol"}
     log_has_no_password(acl_gateway)

@@ -1,5 +1,7 @@
 """Reloading ACLs: new rules apply to open connections from their next request; an
-invalid file is rejected with line-precise problems and the running rules stay."""
+invalid file is rejected with line-precise problems and the running rules stay.
+Reloaded credentials apply to the next login; a changed key that only a restart can
+apply is named in ``config_reload_needs_restart``."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from tests.gateway_harness import REPO_ROOT, Event, RunningGateway, running_gateway
+from tests.integration.clients import values_on_broker
 from tests.integration.test_authorization import (
     confluent_sasl,
     create_topics,
@@ -23,6 +26,8 @@ from tests.integration.test_authorization import (
     log_has_no_password,
     plain_listener,
 )
+from tests.integration.test_quotas import authenticate
+from tests.raw_kafka import RawKafkaConnection
 
 pytestmark = pytest.mark.kafka
 
@@ -139,6 +144,7 @@ def bob_logins(gateway: RunningGateway) -> int:
 
 def test_reload_applies_to_open_connections_and_rejects_invalid_files(
     reload_gateway: RunningGateway,
+    kafka_cluster,  # type: ignore[no-untyped-def]
 ) -> None:
     gateway = reload_gateway
     producer = Producer(
@@ -200,6 +206,11 @@ def test_reload_applies_to_open_connections_and_rejects_invalid_files(
     assert revoked is not None and revoked.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     assert bob_logins(gateway) == logins, "the producer reconnected: not an open connection"
     log_has_no_password(gateway)
+    # On Kafka itself: what was allowed is there, nothing of a denied Produce is.
+    orders = values_on_broker(kafka_cluster.bootstrap_servers, ORDERS)
+    assert {b"after-reload", b"after-rejected-reload"} <= set(orders), orders
+    assert b"before-reload" not in orders and b"after-revocation" not in orders, orders
+    assert b"never" not in values_on_broker(kafka_cluster.bootstrap_servers, PAYMENTS)
 
 
 def test_cli_reload_refuses_an_invalid_file_without_signalling(
@@ -228,3 +239,43 @@ def test_cli_reload_refuses_an_invalid_file_without_signalling(
     assert "not reloading" in cli.stderr
     assert f"{candidate}:" in cli.stderr + cli.stdout  # the problem, with its file and line
     assert reload_gateway.process.poll() is None
+
+
+def login_error(gateway: RunningGateway, user: str) -> int:
+    """The SaslAuthenticate error code of a fresh PLAIN login as ``user`` (0: logged in)."""
+    with RawKafkaConnection(gateway.bootstrap) as conn:
+        return authenticate(conn, user)
+
+
+SASL_AUTHENTICATION_FAILED = 58
+
+
+def test_reload_replaces_credentials_and_names_what_needs_a_restart(
+    kafka_cluster,  # type: ignore[no-untyped-def]
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    with running_gateway(
+        tmp_path_factory.mktemp("credentials-reload"),
+        kafka_cluster.bootstrap_servers,
+        listener=plain_listener(["bob"]),
+    ) as gateway:
+        assert login_error(gateway, "bob") == 0
+        assert login_error(gateway, "carol") == SASL_AUTHENTICATION_FAILED
+
+        # carol replaces bob; the advertised host changes too (only a restart applies it).
+        config = json.loads(gateway.config_path.read_text())
+        listener = config["virtual_clusters"][0]["listener"]
+        listener["authentication"] = plain_listener(["carol"])["authentication"]
+        listener["advertised_host"] = "localhost"
+        write_config(gateway, config)
+        seen_restart = len(events_named(gateway, "config_reload_needs_restart"))
+        assert reload_by_signal(gateway)["event"] == "config_reloaded"
+
+        assert login_error(gateway, "carol") == 0, "a user added by a reload cannot log in"
+        assert login_error(gateway, "bob") == SASL_AUTHENTICATION_FAILED, (
+            "a user removed by a reload can still log in"
+        )
+        restart = wait_for_new_event(gateway, {"config_reload_needs_restart"}, seen_restart)
+        assert "test: listener.advertised_host" in restart["changes"], restart
+        assert not any("authentication" in change for change in restart["changes"]), restart
+        log_has_no_password(gateway)
