@@ -60,19 +60,38 @@ class RunningGateway:
     log_path: Path
     config_path: Path
 
-    def events(self) -> list[Event]:
+    def log_mark(self) -> int:
+        """A mark in the log (its size in bytes now): pass it as ``after`` to see only
+        the events written later, not those of earlier tests sharing this gateway."""
+        return self.log_path.stat().st_size
+
+    def events(self, after: int = 0) -> list[Event]:
+        """The JSON events of the log written after the mark ``after`` (see `log_mark`).
+
+        A mark taken while a line was being written falls inside it: the rest of that
+        line is no JSON object (its braces do not balance), so it is skipped like any
+        non-JSON line.
+        """
+        with self.log_path.open("rb") as log:
+            log.seek(after)
+            text = log.read().decode(errors="replace")
         out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
+        for line in text.splitlines():
             try:
-                out.append(json.loads(line))
+                event = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                continue  # a line still being written, or a non-JSON line
+            if isinstance(event, dict):
+                out.append(event)
         return out
 
-    def wait_for_event(self, predicate: Callable[[Event], bool], timeout: float = 30) -> Event:
+    def wait_for_event(
+        self, predicate: Callable[[Event], bool], *, after: int = 0, timeout: float = 30
+    ) -> Event:
+        """The first event after the mark ``after`` (see `log_mark`) matching ``predicate``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for event in self.events():
+            for event in self.events(after):
                 if predicate(event):
                     return event
             if self.process.poll() is not None:

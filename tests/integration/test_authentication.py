@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +67,21 @@ def sasl_config(mechanism: str, password: str = PASSWORD) -> dict[str, Any]:
     }
 
 
-def audit_events(gateway: RunningGateway) -> list[dict[str, Any]]:
-    return [e for e in gateway.events() if e.get("event") == "authentication"]
+def audit_events(gateway: RunningGateway, after: int) -> list[dict[str, Any]]:
+    """The ``authentication`` audit events written after the log mark ``after``."""
+    return [e for e in gateway.events(after) if e.get("event") == "authentication"]
+
+
+def gateway_time(event: dict[str, Any]) -> float:
+    """When the gateway logged ``event``, on its own clock (seconds since the epoch)."""
+    return datetime.fromisoformat(event["timestamp"]).timestamp()
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_confluent_kafka_authenticates_and_works(
     sasl_gateway: RunningGateway, topic: str, mechanism: str
 ) -> None:
+    mark = sasl_gateway.log_mark()
     values = [f"{mechanism}-{i}" for i in range(50)]
     produce_values(sasl_gateway.bootstrap, topic, values, **sasl_config(mechanism))
     received = consume_values(
@@ -82,7 +90,7 @@ def test_confluent_kafka_authenticates_and_works(
     assert sorted(v for v in received if v.startswith(mechanism)) == sorted(values)
     successes = [
         e
-        for e in audit_events(sasl_gateway)
+        for e in audit_events(sasl_gateway, mark)
         if e["outcome"] == "success" and e["mechanism"] == mechanism
     ]
     assert successes and all(e["principal"] == "User:alice" for e in successes)
@@ -92,6 +100,7 @@ def test_confluent_kafka_authenticates_and_works(
 def test_wrong_password_is_rejected_and_audited_without_the_secret(
     sasl_gateway: RunningGateway, mechanism: str
 ) -> None:
+    mark = sasl_gateway.log_mark()
     errors: list[Any] = []
     producer = Producer(
         {
@@ -111,7 +120,8 @@ def test_wrong_password_is_rejected_and_audited_without_the_secret(
             e.get("event") == "authentication"
             and e.get("outcome") == "failure"
             and e.get("mechanism") == mechanism
-        )
+        ),
+        after=mark,
     )
     assert failure["principal"] == "User:alice"
     assert failure["reason"] in {"wrong_password", "wrong_proof"}
@@ -120,6 +130,7 @@ def test_wrong_password_is_rejected_and_audited_without_the_secret(
 
 
 def test_unknown_user_is_rejected(sasl_gateway: RunningGateway) -> None:
+    mark = sasl_gateway.log_mark()
     config = {**sasl_config("SCRAM-SHA-512"), "sasl.username": "mallory"}
     admin = AdminClient({**config, "bootstrap.servers": sasl_gateway.bootstrap})
     with pytest.raises(KafkaException):
@@ -129,13 +140,15 @@ def test_unknown_user_is_rejected(sasl_gateway: RunningGateway) -> None:
             e.get("event") == "authentication"
             and e.get("outcome") == "failure"
             and e.get("reason") == "unknown_user"
-        )
+        ),
+        after=mark,
     )
 
 
 def test_request_before_authentication_closes_the_connection(
     sasl_gateway: RunningGateway,
 ) -> None:
+    mark = sasl_gateway.log_mark()
     request = MetadataRequest(
         topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False
     )
@@ -146,7 +159,8 @@ def test_request_before_authentication_closes_the_connection(
         lambda e: (
             e.get("event") == "connection_closed"
             and "before authentication" in str(e.get("reason"))
-        )
+        ),
+        after=mark,
     )
 
 
@@ -201,30 +215,61 @@ def test_java_console_clients_with_plain(sasl_gateway: RunningGateway, topic: st
     assert sorted(received) == sorted(lines)
 
 
+#: librdkafka re-authenticates at 90% of the session lifetime: 8 s leave it 0.8 s to get
+#: its SaslHandshake to the gateway before the session ends, enough on a loaded machine.
+CLIENT_LIFETIME_MS = 8000
+
+
+def expired_closes(gateway: RunningGateway, after: int) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in gateway.events(after)
+        if e.get("event") == "connection_closed" and "expired" in str(e.get("reason"))
+    ]
+
+
 def test_session_lifetime_makes_clients_reauthenticate(
     kafka_cluster, tmp_path: Path, topic: str
 ) -> None:  # type: ignore[no-untyped-def]
-    listener = sasl_listener("PLAIN", max_session_lifetime_ms=2000)
+    listener = sasl_listener("PLAIN", max_session_lifetime_ms=CLIENT_LIFETIME_MS)
     with running_gateway(tmp_path, kafka_cluster.bootstrap_servers, listener=listener) as gateway:
+        mark = gateway.log_mark()
         producer = Producer({**sasl_config("PLAIN"), "bootstrap.servers": gateway.bootstrap})
-        for i in range(12):  # ~6 s: several lifetimes
+
+        def produce_one(i: int) -> None:
             producer.produce(topic, f"reauth-{i}".encode())
             assert producer.flush(10) == 0
-            gateway.wait_for_event(lambda e: e.get("event") == "authentication", timeout=5)
-            time.sleep(0.5)
-        reauths = [e for e in audit_events(gateway) if e.get("reauthentication")]
-        assert reauths, "librdkafka never re-authenticated"
-        assert not [
-            e
-            for e in gateway.events()
-            if e.get("event") == "connection_closed" and "expired" in str(e.get("reason"))
-        ]
+
+        produce_one(0)
+        logins = [e for e in audit_events(gateway, mark) if e["outcome"] == "success"]
+        assert logins and all(e["session_lifetime_ms"] == CLIENT_LIFETIME_MS for e in logins)
+        # Keep the connections busy until librdkafka re-authenticates (KIP-368).
+        i, deadline = 1, time.monotonic() + 60
+        while not [e for e in audit_events(gateway, mark) if e.get("reauthentication")]:
+            assert time.monotonic() < deadline, "librdkafka never re-authenticated"
+            produce_one(i)
+            i += 1
+            producer.poll(0.2)
+        # Requests after the end of every connection's first session, by the gateway's
+        # clock, are served: re-authentication started new sessions (the gateway closes
+        # an expired one at its next request).
+        logins = [e for e in audit_events(gateway, mark) if e["outcome"] == "success"]
+        first_logins = [e for e in logins if not e.get("reauthentication")]
+        first_sessions_end = max(gateway_time(e) for e in first_logins) + CLIENT_LIFETIME_MS / 1000
+        while time.time() <= first_sessions_end:
+            produce_one(i)
+            i += 1
+            producer.poll(0.2)
+        produce_one(i)
+        assert not expired_closes(gateway, mark)
 
 
 def test_a_client_that_does_not_reauthenticate_is_closed(kafka_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-
-    listener = sasl_listener("PLAIN", max_session_lifetime_ms=500)
+    # Long enough that the first request is inside the lifetime on a loaded machine.
+    lifetime_ms = 3000
+    listener = sasl_listener("PLAIN", max_session_lifetime_ms=lifetime_ms)
     with running_gateway(tmp_path, kafka_cluster.bootstrap_servers, listener=listener) as gateway:
+        mark = gateway.log_mark()
         with RawKafkaConnection(gateway.bootstrap) as conn:
             conn.send_raw(sasl_handshake_request_frame(1, "raw", "PLAIN", 1))
             conn.read_frame()
@@ -238,16 +283,21 @@ def test_a_client_that_does_not_reauthenticate_is_closed(kafka_cluster, tmp_path
                 include_topic_authorized_operations=False,
             )
             assert conn.request(request, 3).brokers  # inside the session lifetime
-            gateway.wait_for_event(lambda e: e.get("event") == "authentication")
-            time.sleep(0.8)
+            login = gateway.wait_for_event(lambda e: e.get("event") == "authentication", after=mark)
+            # The gateway's session started before it logged the login: once the
+            # lifetime has passed since the log line, the session has ended.
+            session_end = gateway_time(login) + lifetime_ms / 1000
+            time.sleep(max(0.0, session_end - time.time()) + 0.05)  # time must pass
             conn.send_request(request, 4)
             assert conn.is_closed_by_peer()
         gateway.wait_for_event(
-            lambda e: e.get("event") == "connection_closed" and "expired" in str(e.get("reason"))
+            lambda e: e.get("event") == "connection_closed" and "expired" in str(e.get("reason")),
+            after=mark,
         )
 
 
 def test_a_large_frame_before_authentication_is_refused(sasl_gateway: RunningGateway) -> None:
+    mark = sasl_gateway.log_mark()
     with RawKafkaConnection(sasl_gateway.bootstrap) as conn:
         # A 1 MiB SaslAuthenticate frame announced by an unauthenticated client.
         conn.send_raw((1024 * 1024).to_bytes(4, "big") + b"\x00\x24\x00\x02\x00\x00\x00\x01")
@@ -256,12 +306,14 @@ def test_a_large_frame_before_authentication_is_refused(sasl_gateway: RunningGat
         lambda e: (
             e.get("event") == "connection_closed"
             and "exceeds the maximum of 524288 bytes" in str(e.get("reason"))
-        )
+        ),
+        after=mark,
     )
 
 
 def test_legacy_unframed_plain_after_handshake_v0(sasl_gateway: RunningGateway) -> None:
     """SaslHandshake v0, then the bare PLAIN token with no request header (pre-KIP-152)."""
+    mark = sasl_gateway.log_mark()
     request = MetadataRequest(
         topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False
     )
@@ -277,5 +329,6 @@ def test_legacy_unframed_plain_after_handshake_v0(sasl_gateway: RunningGateway) 
             and e.get("outcome") == "success"
             and e.get("mechanism") == "PLAIN"
             and e.get("client_address") is not None
-        )
+        ),
+        after=mark,
     )

@@ -170,6 +170,7 @@ def test_bad_tokens_are_refused_and_audited(gateway: RunningGateway, case: str) 
 def test_a_good_token_is_accepted_and_a_rotated_key_is_fetched(
     gateway: RunningGateway, jwks: JwksServer
 ) -> None:
+    mark = gateway.log_mark()
     assert accepted(login(gateway, "OAUTHBEARER", bearer(mint_token(KEY, standard_claims()))))
     jwks.set_jwks(jwks_of(KEY, ROTATED))  # the issuer rotates keys
     rotated = mint_token(ROTATED, standard_claims(sub="bob"))
@@ -179,7 +180,8 @@ def test_a_good_token_is_accepted_and_a_rotated_key_is_fetched(
         assert time.monotonic() < deadline, "the rotated key was never fetched"
         time.sleep(0.2)
     gateway.wait_for_event(
-        lambda e: e.get("event") == "authentication" and e.get("principal") == "User:idp/bob"
+        lambda e: e.get("event") == "authentication" and e.get("principal") == "User:idp/bob",
+        after=mark,
     )
 
 

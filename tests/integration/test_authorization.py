@@ -170,6 +170,7 @@ def deliver(producer: Producer, topic: str, value: bytes, timeout: float = 30) -
 
 def wait_for_denial(
     gateway: RunningGateway,
+    after: int,
     principal: str,
     resource: str,
     operations: set[str],
@@ -177,8 +178,9 @@ def wait_for_denial(
     client_id: str | None = None,
     timeout: float = 15,
 ) -> Event:
-    """The aggregated ``authorization_denied`` audit event naming ``resource``; checks its
-    fields (one event per request: counts, the refused names, the deciding rules)."""
+    """The aggregated ``authorization_denied`` audit event naming ``resource``, written
+    after the log mark ``after`` (so not one of an earlier test); checks its fields (one
+    event per request: counts, the refused names, the deciding rules)."""
     event = gateway.wait_for_event(
         lambda e: (
             e.get("event") == "authorization_denied"
@@ -188,6 +190,7 @@ def wait_for_denial(
             and bool(operations & set(e.get("operations", ())))
             and (client_id is None or e.get("client_id") == client_id)
         ),
+        after=after,
         timeout=timeout,
     )
     assert event.get("logger") in (None, "gateway.audit"), event
@@ -255,6 +258,7 @@ def test_confluent_producer_denied_topic_then_allowed_on_the_same_producer(
     acl_gateway: RunningGateway,
     kafka_cluster,  # type: ignore[no-untyped-def]
 ) -> None:
+    mark = acl_gateway.log_mark()
     producer = Producer(
         {**client_config(acl_gateway, "alice", "acl-alice-producer"), "linger.ms": 0}
     )
@@ -265,7 +269,7 @@ def test_confluent_producer_denied_topic_then_allowed_on_the_same_producer(
     # The same producer (same connections) goes on working for what is allowed.
     assert deliver(producer, ORDERS, b"alice-2") is None
     event = wait_for_denial(
-        acl_gateway, "User:alice", PAYMENTS, {"Describe"}, client_id="acl-alice-producer"
+        acl_gateway, mark, "User:alice", PAYMENTS, {"Describe"}, client_id="acl-alice-producer"
     )
     assert event["api"] == "metadata"  # librdkafka asks for the topic's metadata first
     assert event["rules"] == ["default"]
@@ -280,11 +284,12 @@ def test_confluent_read_only_principal_cannot_produce(
     acl_gateway: RunningGateway,
     kafka_cluster,  # type: ignore[no-untyped-def]
 ) -> None:
+    mark = acl_gateway.log_mark()
     producer = Producer({**client_config(acl_gateway, "bob", "acl-bob-producer"), "linger.ms": 0})
     denied = deliver(producer, ORDERS, b"bob-was-here")
     assert denied is not None, "bob's produce to orders was delivered"
     assert denied.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, denied
-    event = wait_for_denial(acl_gateway, "User:bob", ORDERS, {"Write"})
+    event = wait_for_denial(acl_gateway, mark, "User:bob", ORDERS, {"Write"})
     assert event["api"] == "produce"
     assert event["rules"] == ["default"]
     # The Produce itself reached the gateway (bob may describe orders) and must have
@@ -315,6 +320,7 @@ def test_confluent_consumers_in_allowed_groups_read(acl_gateway: RunningGateway)
 def test_confluent_consumer_in_a_denied_group_gets_group_authorization_failed(
     acl_gateway: RunningGateway,
 ) -> None:
+    mark = acl_gateway.log_mark()
     client_errors: list[KafkaError] = []
     consumer = Consumer(
         {
@@ -341,7 +347,7 @@ def test_confluent_consumer_in_a_denied_group_gets_group_authorization_failed(
     codes = [e.code() for e in consumer_errors]
     assert KafkaError.GROUP_AUTHORIZATION_FAILED in codes, (consumer_errors, client_errors)
     event = wait_for_denial(
-        acl_gateway, "User:bob", "billing", {"Describe", "Read"}, resource_type="group"
+        acl_gateway, mark, "User:bob", "billing", {"Describe", "Read"}, resource_type="group"
     )
     assert event["rules"] == [BOB_DENIED_BILLING_RULE]  # the explicit deny rule decided
 
@@ -351,6 +357,7 @@ def test_confluent_consumer_without_read_gets_topic_authorization_failed_and_no_
 ) -> None:
     """carol may describe ``orders.*`` and join her group, but not Read: the Fetch is
     refused with TOPIC_AUTHORIZATION_FAILED and not one seeded record reaches her."""
+    mark = acl_gateway.log_mark()
     client_errors: list[KafkaError] = []
     consumer = Consumer(
         {
@@ -386,7 +393,7 @@ def test_confluent_consumer_without_read_gets_topic_authorization_failed_and_no_
     codes = [e.code() for e in consumer_errors]
     assert KafkaError.TOPIC_AUTHORIZATION_FAILED in codes, (consumer_errors, client_errors)
     event = wait_for_denial(
-        acl_gateway, "User:carol", ORDERS, {"Read"}, client_id="acl-carol-consumer"
+        acl_gateway, mark, "User:carol", ORDERS, {"Read"}, client_id="acl-carol-consumer"
     )
     assert event["api"] == "fetch", event
     assert event["rules"] == ["default"]
@@ -395,6 +402,7 @@ def test_confluent_consumer_without_read_gets_topic_authorization_failed_and_no_
 def test_metadata_lists_only_the_topics_a_principal_may_describe(
     acl_gateway: RunningGateway,
 ) -> None:
+    mark = acl_gateway.log_mark()
     bob = AdminClient(client_config(acl_gateway, "bob", "acl-bob-admin"))
     listed = bob.list_topics(timeout=15)
     assert {ORDERS, ORDERS_2} <= set(listed.topics)
@@ -407,7 +415,7 @@ def test_metadata_lists_only_the_topics_a_principal_may_describe(
     error = named.topics[PAYMENTS].error
     assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, error
     assert not named.topics[PAYMENTS].partitions
-    wait_for_denial(acl_gateway, "User:bob", PAYMENTS, {"Describe"})
+    wait_for_denial(acl_gateway, mark, "User:bob", PAYMENTS, {"Describe"})
 
     # The filter is per principal: the super user sees everything.
     admin = AdminClient(client_config(acl_gateway, "admin", "acl-admin"))
@@ -415,6 +423,7 @@ def test_metadata_lists_only_the_topics_a_principal_may_describe(
 
 
 def test_transactional_ids_are_authorized(acl_gateway: RunningGateway) -> None:
+    mark = acl_gateway.log_mark()
     allowed = Producer(
         {
             **client_config(acl_gateway, "alice", "acl-alice-tx"),
@@ -441,6 +450,7 @@ def test_transactional_ids_are_authorized(acl_gateway: RunningGateway) -> None:
     assert error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, error
     wait_for_denial(
         acl_gateway,
+        mark,
         "User:alice",
         denied_id,
         {"Describe", "Write"},
@@ -449,6 +459,7 @@ def test_transactional_ids_are_authorized(acl_gateway: RunningGateway) -> None:
 
 
 def test_admin_operations_are_denied_per_topic(acl_gateway: RunningGateway, kafka_cluster) -> None:  # type: ignore[no-untyped-def]
+    mark = acl_gateway.log_mark()
     bob = AdminClient(client_config(acl_gateway, "bob", "acl-bob-admin-ops"))
     new_topic = f"orders.{RUN}-new"
     created = bob.create_topics(
@@ -471,9 +482,9 @@ def test_admin_operations_are_denied_per_topic(acl_gateway: RunningGateway, kafk
     direct = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap_servers})
     topics = direct.list_topics(timeout=15).topics
     assert new_topic not in topics and ORDERS_2 in topics, "a denied admin request reached Kafka"
-    create_event = wait_for_denial(acl_gateway, "User:bob", new_topic, {"Create"})
+    create_event = wait_for_denial(acl_gateway, mark, "User:bob", new_topic, {"Create"})
     assert create_event["api"] == "create_topics"
-    delete_event = wait_for_denial(acl_gateway, "User:bob", ORDERS_2, {"Delete"})
+    delete_event = wait_for_denial(acl_gateway, mark, "User:bob", ORDERS_2, {"Delete"})
     assert delete_event["api"] == "delete_topics"
 
 
@@ -484,6 +495,7 @@ def test_kafka_python_producers_get_topic_authorization_failed(
     acl_gateway: RunningGateway,
     kafka_cluster,  # type: ignore[no-untyped-def]
 ) -> None:
+    mark = acl_gateway.log_mark()
     alice = KafkaProducer(
         bootstrap_servers=acl_gateway.bootstrap,
         client_id="acl-alice-kafka-python",
@@ -498,7 +510,7 @@ def test_kafka_python_producers_get_topic_authorization_failed(
     finally:
         alice.close(timeout=10)
     wait_for_denial(
-        acl_gateway, "User:alice", PAYMENTS, {"Describe"}, client_id="acl-alice-kafka-python"
+        acl_gateway, mark, "User:alice", PAYMENTS, {"Describe"}, client_id="acl-alice-kafka-python"
     )
 
     # Bob may describe orders (metadata works); the Produce itself is denied. Without
@@ -517,7 +529,7 @@ def test_kafka_python_producers_get_topic_authorization_failed(
     finally:
         bob.close(timeout=10)
     event = wait_for_denial(
-        acl_gateway, "User:bob", ORDERS, {"Write"}, client_id="acl-bob-kafka-python"
+        acl_gateway, mark, "User:bob", ORDERS, {"Write"}, client_id="acl-bob-kafka-python"
     )
     assert event["api"] == "produce"
     on_broker = set(values_on_broker(kafka_cluster.bootstrap_servers, ORDERS))
@@ -527,6 +539,7 @@ def test_kafka_python_producers_get_topic_authorization_failed(
 
 
 def test_kafka_python_consumers(acl_gateway: RunningGateway) -> None:
+    mark = acl_gateway.log_mark()
     allowed = KafkaConsumer(
         ORDERS,
         bootstrap_servers=acl_gateway.bootstrap,
@@ -564,6 +577,7 @@ def test_kafka_python_consumers(acl_gateway: RunningGateway) -> None:
         denied.close()
     event = wait_for_denial(
         acl_gateway,
+        mark,
         "User:bob",
         "billing",
         {"Describe", "Read"},
@@ -579,10 +593,11 @@ def test_kafka_python_consumers(acl_gateway: RunningGateway) -> None:
 def test_audit_events_name_the_decision_and_carry_no_password(
     acl_gateway: RunningGateway,
 ) -> None:
+    mark = acl_gateway.log_mark()
     # One more denial, so this test stands on its own when run alone.
     bob = AdminClient(client_config(acl_gateway, "bob", "acl-audit"))
     bob.list_topics(topic=PAYMENTS, timeout=15)
-    wait_for_denial(acl_gateway, "User:bob", PAYMENTS, {"Describe"})
+    wait_for_denial(acl_gateway, mark, "User:bob", PAYMENTS, {"Describe"})
     denials = [e for e in acl_gateway.events() if e.get("event") == "authorization_denied"]
     for event in denials:
         for field in ("principal", "operations", "resource_types", "resources", "rules", "api"):

@@ -53,9 +53,10 @@ def checked_gateway(
         yield gateway
 
 
-def _not_authorizable(gateway: RunningGateway, fragment: str) -> Event:
+def _not_authorizable(gateway: RunningGateway, fragment: str, after: int) -> Event:
     return gateway.wait_for_event(
         lambda e: e.get("event") == "request_not_authorizable" and fragment in str(e.get("error")),
+        after=after,
         timeout=30,
     )
 
@@ -64,10 +65,11 @@ def _not_authorizable(gateway: RunningGateway, fragment: str) -> Event:
 def test_a_malformed_request_closes_only_its_connection(
     checked_gateway: RunningGateway, name: str, frame: bytes, reason: str
 ) -> None:
+    mark = checked_gateway.log_mark()
     with RawKafkaConnection(checked_gateway.bootstrap) as conn:
         conn.send_frame(frame)
         assert conn.is_closed_by_peer(timeout=30), f"{name}: the connection stayed open"
-    event = _not_authorizable(checked_gateway, reason)
+    event = _not_authorizable(checked_gateway, reason, after=mark)
     assert event.get("level") == "warning", event
     assert str(event["error"]).startswith("cannot authorize "), event
     assert checked_gateway.process.poll() is None, "the gateway process died"

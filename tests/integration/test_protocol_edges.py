@@ -151,13 +151,15 @@ def test_metadata_v12_topic_lists_gateway_brokers(gateway: RunningGateway, topic
 def test_malformed_frame_closes_only_that_connection(
     gateway: RunningGateway, topic: str, garbage: bytes, reason: str
 ) -> None:
+    mark = gateway.log_mark()  # the gateway is shared by the whole session
     with RawKafkaConnection(gateway.bootstrap) as bystander:
         assert bystander.request(API_VERSIONS).error_code == ErrorCode.none
         with RawKafkaConnection(gateway.bootstrap) as bad:
             bad.send_raw(garbage)
             assert bad.is_closed_by_peer(), "the gateway kept a connection that sent garbage"
         event = gateway.wait_for_event(
-            lambda e: e.get("event") == "connection_closed" and reason in str(e.get("reason"))
+            lambda e: e.get("event") == "connection_closed" and reason in str(e.get("reason")),
+            after=mark,
         )
         assert event["client"].startswith("127.0.0.1:")
         # The other connection and new clients are unaffected.
@@ -166,6 +168,7 @@ def test_malformed_frame_closes_only_that_connection(
 
 
 def test_truncated_frame_then_close_is_logged(gateway: RunningGateway) -> None:
+    mark = gateway.log_mark()
     with RawKafkaConnection(gateway.bootstrap) as conn:
         conn.send_raw(struct.pack(">i", 100) + b"\x00\x12")
     gateway.wait_for_event(
@@ -173,5 +176,6 @@ def test_truncated_frame_then_close_is_logged(gateway: RunningGateway) -> None:
             e.get("event") == "connection_closed"
             and e.get("reason") == "client closed the connection"
             and e.get("bytes_from_client") == 6
-        )
+        ),
+        after=mark,
     )

@@ -172,6 +172,7 @@ def test_an_id_seen_once_resolves_after_many_clients_refreshed(ids_gateway: Runn
 
 
 def test_an_id_never_seen_is_looked_up_upstream(kafka_cluster, ids_gateway: RunningGateway) -> None:  # type: ignore[no-untyped-def]
+    mark = ids_gateway.log_mark()
     unseen = f"{PREFIX}unseen"
     create_topics(kafka_cluster.bootstrap_servers, [unseen])
     produce_values(kafka_cluster.bootstrap_servers, unseen, ["u-0", "u-1"])
@@ -183,7 +184,9 @@ def test_an_id_never_seen_is_looked_up_upstream(kafka_cluster, ids_gateway: Runn
     partition = fetch_by_id(leader_address(brokers, topic), topic.topic_id)
     assert partition.error_code == ErrorCode.none, partition.error_code
     assert partition.high_watermark == 2
-    event = ids_gateway.wait_for_event(lambda e: e.get("event") == "topic_ids_looked_up")
+    event = ids_gateway.wait_for_event(
+        lambda e: e.get("event") == "topic_ids_looked_up", after=mark
+    )
     assert event["found"] >= 1
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import trio
 from kio.schema.metadata.v12.response import MetadataResponse, MetadataResponseBroker
 from kio.schema.types import BrokerId
@@ -39,6 +40,7 @@ from codec.sasl import (
     sasl_authenticate_response_frame,
     sasl_handshake_response_frame,
 )
+from codec.stream import FrameStream
 from gateway.discovery import (
     BrokerAddress,
     brokers_in_metadata,
@@ -47,13 +49,14 @@ from gateway.discovery import (
 )
 from gateway.net import UpstreamUnavailable
 from gateway.upstream import (
+    REAUTH_CORRELATION_IDS,
     UpstreamAuthenticationFailed,
     UpstreamConnection,
     UpstreamTokenSource,
     open_upstream,
-    sasl_authenticate,
     upstream_ssl_context,
 )
+from gateway.upstream_reauth import UpstreamReauthentication
 from policies.auth import (
     AuthenticationFailed,
     ListenerAuthenticator,
@@ -325,20 +328,81 @@ async def test_password_mechanisms(authenticator: ListenerAuthenticator, mechani
     assert seen.authenticated == [USER]
 
 
-async def test_reauthentication_on_the_same_stream(authenticator: ListenerAuthenticator) -> None:
-    """KIP-368: the lead's code re-runs the exchange between requests."""
-    async with fake_broker(authenticator) as (port, seen):
-        config = upstream(port, sasl=password_sasl("SCRAM-SHA-256"))
-        assert config.sasl is not None
-        address = HostPort("127.0.0.1", port)
-        connection = await open_upstream([address], config)
+async def read_responses(
+    stream: trio.abc.Stream, in_flight: list[tuple[int, Callable[[bytes], None]]]
+) -> None:
+    """A session's response pump reduced to what re-authentication needs: hand each
+    response to the entry first in the in-flight FIFO (the broker answers in order)."""
+    decoder = FrameDecoder()
+    while (frame := await _read_frame(stream, decoder)) is not None:
+        correlation_id, deliver = in_flight.pop(0)
+        assert int.from_bytes(frame[:4], "big") == correlation_id
+        deliver(bytes(frame))
+
+
+#: A broker session this short is renewed after 1 s (gateway's minimum interval).
+SHORT_LIFETIME_MS = 2000
+
+
+def short_sessions() -> ListenerAuthenticator:
+    """The password mechanisms of `authenticator`, with sessions of ``SHORT_LIFETIME_MS``."""
+    config = AuthenticationConfig.model_validate(
+        {
+            "mechanisms": ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+            "users": {USER: hash_password(PASSWORD, n=16, r=1, p=1)},
+            "scram_credentials": {
+                USER: [
+                    str(derive_scram_credential(PASSWORD, "SCRAM-SHA-256")),
+                    str(derive_scram_credential(PASSWORD, "SCRAM-SHA-512")),
+                ]
+            },
+            "max_session_lifetime_ms": SHORT_LIFETIME_MS,
+            "failed_authentication_delay_ms": 0,
+        }
+    )
+    return ListenerAuthenticator(config, now=time.time())
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+async def test_reauthentication_on_the_same_stream(mechanism: str) -> None:
+    """KIP-368 as a session runs it (gateway.upstream_reauth): before the broker's session
+    ends, the exchange runs again on the open connection, with reserved correlation ids,
+    and the broker verifies it (real PLAIN and SCRAM server sessions)."""
+    async with fake_broker(short_sessions()) as (port, seen):
+        # A generous timeout: the SCRAM proofs are computed in a thread on a busy machine.
+        config = upstream(port, sasl=password_sasl(mechanism), request_timeout_ms=30_000)
+        connection = await connect(config)
+        in_flight: list[tuple[int, Callable[[bytes], None]]] = []
+        sent_ids: list[int] = []
+
+        async def send(frame: bytes) -> None:
+            sent_ids.append(int.from_bytes(frame[8:12], "big"))
+            await connection.stream.send_all(frame)
+
+        reauth = UpstreamReauthentication(
+            FrameStream(),
+            send=send,
+            expect=lambda _key, _version, cid, deliver: in_flight.append((cid, deliver)),
+            log=structlog.get_logger("test"),
+            jitter=lambda: 0.0,
+        )
+        reauth.attach(connection, config)
+        expires_at = connection.session_expires_at
+        assert expires_at is not None and reauth.due_at is not None
+        assert connection.authenticated_at < reauth.due_at < expires_at
         async with connection.stream:
-            lifetime = await sasl_authenticate(
-                connection.stream, config.sasl, address=address, timeout_s=2
-            )
-            assert lifetime == LIFETIME_MS
-            await metadata_works(connection)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_responses, connection.stream, in_flight)
+                nursery.start_soon(reauth.run)
+                with trio.fail_after(60):
+                    while reauth.count < 1:
+                        await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+            assert sent_ids and all(cid in REAUTH_CORRELATION_IDS for cid in sent_ids)
+            assert not in_flight  # every response of the exchange was read
+            await metadata_works(connection)  # the stream still serves ordinary requests
     assert seen.authenticated == [USER, USER] and seen.connections == 1
+    assert seen.mechanisms == [mechanism, mechanism]
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
