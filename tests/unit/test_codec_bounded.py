@@ -214,8 +214,16 @@ def test_every_valid_kio_encoding_is_accepted_and_ends_where_kio_ends(
     message: tuple[Any, bytes],
 ) -> None:
     cls, data = message
-    _, used = entity_reader(cls)(data, 0)
-    assert check_body(cls, data, 0) == used == len(data)
+    assert check_body(cls, data, 0) == len(data)
+    try:
+        _, used = entity_reader(cls)(data, 0)
+    except ValueError as exc:
+        # kio's strategies can draw durations its own reader cannot turn back into a
+        # timedelta (e.g. CreateDelegationToken's max lifetime): a limit of the oracle.
+        if "timedelta" not in str(exc):
+            raise
+        return
+    assert used == len(data)
 
 
 @PROPERTY
