@@ -55,7 +55,7 @@ class _Context:
     """What the per-API checks see of this connection (``AuthorizationContext``)."""
 
     principal: Principal
-    authorizer: Authorizer
+    authorizer: _CountingAuthorizer
     cluster: VirtualCluster
 
     def topic_name(self, topic_id: uuid.UUID) -> str | None:
@@ -116,6 +116,8 @@ class Enforcement:
         self.fetch_sessions = FetchSessionGuard()
         #: What the last authorized Fetch request expects of its response.
         self.fetch_exchange: FetchExchange | None = None
+        #: The checks' context, made again only when the ACL or the principal changes.
+        self._context_cache: _Context | None = None
 
     # --- what to do with a request -----------------------------------------------
 
@@ -148,11 +150,12 @@ class Enforcement:
             reason = f"{api_name(api_key)} request before authentication"
             self.close_reason = reason
             return RequestVerdict(forward=None, close_connection=reason)
-        authorizer = _CountingAuthorizer(acl, self._audit_allows)
-        context = _Context(principal, authorizer, self.cluster)
+        context = self._context(acl, principal)
+        authorizer = context.authorizer
+        authorizer.allowed = 0  # counted per request, for its audit event
         try:
             if api_key == FETCH:
-                verdict = self._authorize_fetch(context, api_version, frame)
+                verdict = self._authorize_fetch(context, api_version, frame, acl)
             else:
                 verdict = authorize_request(context, api_key, api_version, frame)
         except MessageError as exc:
@@ -164,8 +167,10 @@ class Enforcement:
             self.close_reason = verdict.close_connection
         return verdict
 
-    def _authorize_fetch(self, context: _Context, api_version: int, frame: bytes) -> RequestVerdict:
-        decision = self.fetch_sessions.authorize(context, frame, api_version)
+    def _authorize_fetch(
+        self, context: _Context, api_version: int, frame: bytes, acl: Authorizer
+    ) -> RequestVerdict:
+        decision = self.fetch_sessions.authorize(context, frame, api_version, self._policy(acl))
         self.fetch_exchange = decision.exchange
         if decision.foreign_session is not None:
             self.log.warning(
@@ -185,9 +190,27 @@ class Enforcement:
             if exchange is None:
                 return None
             return self.fetch_sessions.response_check(exchange, None, api_version)
-        authorizer = _CountingAuthorizer(acl, self._audit_allows)
-        context = _Context(principal, authorizer, self.cluster)
-        return self.fetch_sessions.response_check(exchange, context, api_version)
+        context = self._context(acl, principal)
+        return self.fetch_sessions.response_check(exchange, context, api_version, self._policy(acl))
+
+    def _context(self, acl: Authorizer, principal: Principal) -> _Context:
+        context = self._context_cache
+        if (
+            context is None
+            or context.authorizer.inner is not acl
+            or context.principal is not principal
+        ):
+            authorizer = _CountingAuthorizer(acl, self._audit_allows)
+            context = self._context_cache = _Context(principal, authorizer, self.cluster)
+        return context
+
+    def _policy(self, acl: Authorizer) -> Authorizer | None:
+        """The ACL generation the fetch guard may remember readable topics under.
+
+        A reload replaces the engine object, so what was remembered under the old one
+        no longer applies. None while every allow is logged (each must be asked).
+        """
+        return None if self._audit_allows else acl
 
     def filter_fetch_response(
         self, check: FetchResponseCheck, frame: Any, client_id: str | None
