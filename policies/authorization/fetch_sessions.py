@@ -40,9 +40,14 @@ each with one job:
   buffered whenever an ACL might change.
 
 Cost per Fetch on the checked path: the request was already decoded for the
-named-topic checks; the mirror update is a set operation per named partition; one
-cached ACL answer per session topic; on the response, the session fields and each
-topic key are read as they pass (no copy of records).
+named-topic checks; the mirror update is a set operation per named partition. The
+guard remembers the topics found readable under the current ACL generation (the
+engine object a reload replaces) and principal, so the steady state (an
+incremental fetch naming nothing, or a full fetch naming the same topics) asks the
+authorizer nothing: one set comparison. On the response, the session fields and
+each topic key are read as they pass (no copy of records), and a remembered topic
+costs a set lookup. Measured (``python -m tests.benchmarks.checked_requests``):
+a few µs per request and per response on top of the decode.
 """
 
 from __future__ import annotations
