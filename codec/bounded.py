@@ -33,6 +33,7 @@ Shapes: :func:`check_body` ``(cls, buf, offset) -> end offset`` raises
 from __future__ import annotations
 
 import dataclasses
+import struct
 import types
 import typing
 from collections.abc import Callable
@@ -93,6 +94,12 @@ class BoundsError(CodecError):
 Step = Callable[[Buffer, int, int], int]
 
 
+def _too_many(count: int, per_element: int, left: int) -> BoundsError:
+    return BoundsError(
+        f"{count} elements of at least {per_element} bytes exceed the {left} bytes left"
+    )
+
+
 def _truncated(what: str, need: int, pos: int, end: int) -> BoundsError:
     return BoundsError(f"{what} needs {need} bytes at offset {pos}, {end - pos} left")
 
@@ -120,130 +127,216 @@ def _uvarint(buf: Buffer, pos: int, end: int) -> tuple[int, int]:
             raise BoundsError(f"varint longer than 5 bytes at offset {pos}")
 
 
-def _int16(buf: Buffer, pos: int, end: int) -> int:
-    if pos + 2 > end:
-        raise _truncated("int16 length", 2, pos, end)
-    return int.from_bytes(buf[pos : pos + 2], "big", signed=True)
-
-
-def _int32(buf: Buffer, pos: int, end: int) -> int:
-    if pos + 4 > end:
-        raise _truncated("int32 length", 4, pos, end)
-    return int.from_bytes(buf[pos : pos + 4], "big", signed=True)
-
-
-# --- steps ------------------------------------------------------------------------------
-
-
-def _skip_step(size: int) -> Step:
-    def skip(buf: Buffer, pos: int, end: int) -> int:
-        if pos + size > end:
-            raise _truncated("field", size, pos, end)
-        return pos + size
-
-    return skip
-
-
-def _null(nullable: bool) -> None:
-    if not nullable:
-        raise BoundsError("null", null=True)
-
-
-def _length_step(flexible: bool, wide: bool, nullable: bool) -> Step:
-    """A string, bytes or records field: compact (varint length + 1) or int16/int32 length."""
-    if flexible:
-
-        def compact(buf: Buffer, pos: int, end: int) -> int:
-            if pos < end and buf[pos] < 0x80:  # fast path: a one-byte length
-                n = buf[pos]
-                pos += 1
-            else:
-                n, pos = _uvarint(buf, pos, end)
-            if n == 0:
-                _null(nullable)
-                return pos
-            if pos + n - 1 > end:
-                raise BoundsError(f"length {n - 1} exceeds the {end - pos} bytes left")
-            return pos + n - 1
-
-        return compact
-    read_length = _int32 if wide else _int16
-
-    def legacy(buf: Buffer, pos: int, end: int) -> int:
-        n = read_length(buf, pos, end)
-        pos += 4 if wide else 2
-        if n < 0:
-            if n != -1:
-                raise BoundsError(f"negative length {n}")
-            _null(nullable)
-            return pos
-        if pos + n > end:
-            raise BoundsError(f"length {n} exceeds the {end - pos} bytes left")
-        return pos + n
-
-    return legacy
-
-
-def _array_step(flexible: bool, nullable: bool, element: Step, min_size: int, fixed: bool) -> Step:
-    per_element = max(min_size, 1)
-
-    def array(buf: Buffer, pos: int, end: int) -> int:
-        if flexible:
-            n, pos = _uvarint(buf, pos, end)
-            count = n - 1
-        else:
-            count = _int32(buf, pos, end)
-            pos += 4
-            if count < -1:
-                raise BoundsError(f"negative array length {count}")
-        if count == -1:
-            _null(nullable)
-            return pos
-        if count * per_element > end - pos:
-            left = end - pos
-            raise BoundsError(
-                f"{count} elements of at least {per_element} bytes exceed the {left} bytes left"
-            )
-        if fixed:
-            return pos + count * min_size
-        index = 0
-        try:
-            for index in range(count):  # noqa: B007 - index names the element on error
-                pos = element(buf, pos, end)
-        except BoundsError as exc:
-            exc.path.append(f"[{index}]")
-            raise
-        return pos
-
-    return array
-
-
-def _nullable_entity_step(entity: Step) -> Step:
-    """KIP-893 nullable struct: an int8 marker, -1 for null, 1 for a value."""
-
-    def marked(buf: Buffer, pos: int, end: int) -> int:
-        if pos >= end:
-            raise _truncated("struct marker", 1, pos, end)
-        marker = buf[pos]
-        if marker == 0xFF:
-            return pos + 1
-        if marker != 1:
-            raise BoundsError(f"struct marker {marker} is neither -1 nor 1")
-        return entity(buf, pos + 1, end)
-
-    return marked
+_INT16: Final = struct.Struct(">h").unpack_from
+_INT32: Final = struct.Struct(">i").unpack_from
 
 
 # --- plans ------------------------------------------------------------------------------
+#
+# A plan is compiled once per class into the source of one Python function (as attrs and
+# dataclasses generate their methods), so that walking an entity costs a few inline bounds
+# checks per field instead of a closure call each: the walk runs before every checked
+# request's decode and must cost a small fraction of it. Each field's code sits in its own
+# ``try`` block (free in Python 3.11 until something raises) that adds the field's name to
+# the error's path; arrays of structs call the element's function once per element.
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _FieldPlan:
-    name: str
-    step: Step
-    min_size: int
-    #: Bytes always read, if the field has a fixed width; else None.
-    fixed: int | None
+class _Fixed:
+    """Fixed-width bytes: one or more consecutive fixed-size fields (one bounds check)."""
+
+    size: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Length:
+    """A string, bytes or records field: compact (varint length + 1) or int16/int32 length."""
+
+    flexible: bool
+    wide: bool
+    nullable: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Array:
+    flexible: bool
+    nullable: bool
+    element: _Value
+    element_min: int
+    element_fixed: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Struct:
+    plan: EntityPlan
+    #: KIP-893 nullable struct: an int8 marker, -1 for null, 1 for a value.
+    marker: bool
+
+
+_Value = _Fixed | _Length | _Array | _Struct
+
+
+class _Source:
+    """The source of one generated walk function and the objects it refers to."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.namespace: dict[str, Any] = {
+            "BoundsError": BoundsError,
+            "_too_many": _too_many,
+            "_truncated": _truncated,
+            "_uvarint": _uvarint,
+            "_walk_tags": _walk_tags,
+            "_INT16": _INT16,
+            "_INT32": _INT32,
+        }
+
+    def add(self, indent: int, *lines: str) -> None:
+        self.lines.extend(" " * indent + line for line in lines)
+
+    def refer(self, obj: Any) -> str:
+        name = f"_ref{len(self.namespace)}"
+        self.namespace[name] = obj
+        return name
+
+    def function(self, name: str) -> Step:
+        source = "\n".join(self.lines)
+        exec(compile(source, f"<bounded walk {name}>", "exec"), self.namespace)
+        walk: Step = self.namespace["walk"]
+        walk.__qualname__ = walk.__name__ = f"walk_{name}"
+        return walk
+
+
+#: Arrays of structs have the element's code inline in their loop (no call per element)
+#: while the loops of one function nest at most this deep (Python allows 20 nested blocks;
+#: each loop takes 3: the field's ``try``, the element index's ``try``, the ``for``).
+_MAX_INLINE_LOOPS: Final = 3
+
+
+def _emit_value(src: _Source, value: _Value, indent: int, loops: int = 0) -> None:
+    """Code that reads one value at ``pos`` (bounded by ``end``) and moves ``pos`` past it.
+
+    ``loops``: how many loops enclose this code (each needs its own index variable).
+    """
+    add = src.add
+    if isinstance(value, _Fixed):
+        size = value.size
+        add(indent, f"pos += {size}", "if pos > end:")
+        add(indent + 4, f'raise _truncated("field", {size}, pos - {size}, end)')
+    elif isinstance(value, _Length):
+        _emit_length(src, value, indent)
+    elif isinstance(value, _Array):
+        _emit_array(src, value, indent, loops)
+    elif value.marker:
+        walk = src.refer(value.plan.walk)
+        add(indent, "if pos >= end:")
+        add(indent + 4, 'raise _truncated("struct marker", 1, pos, end)')
+        add(indent, "n = buf[pos]", "if n == 255:", "    pos += 1", "elif n == 1:")
+        add(indent + 4, f"pos = {walk}(buf, pos + 1, end)")
+        add(indent, "else:", '    raise BoundsError(f"struct marker {n} is neither -1 nor 1")')
+    else:
+        add(indent, f"pos = {src.refer(value.plan.walk)}(buf, pos, end)")
+
+
+def _emit_uvarint(src: _Source, target: str, indent: int) -> None:
+    """``target, pos = uvarint at pos``, with the one-byte case inline."""
+    src.add(indent, "if pos < end:")
+    src.add(indent + 4, f"{target} = buf[pos]", "pos += 1", f"if {target} > 127:")
+    src.add(indent + 8, f"{target}, pos = _uvarint(buf, pos - 1, end)")
+    src.add(indent, "else:", f"    {target}, pos = _uvarint(buf, pos, end)  # raises")
+
+
+def _emit_length(src: _Source, value: _Length, indent: int) -> None:
+    add = src.add
+    if value.flexible:
+        _emit_uvarint(src, "n", indent)
+        add(indent, "if n:", "    n -= 1", "    if pos + n > end:")
+        add(indent + 8, 'raise BoundsError(f"length {n} exceeds the {end - pos} bytes left")')
+        add(indent + 4, "pos += n")
+        if not value.nullable:
+            add(indent, "else:", '    raise BoundsError("null", null=True)')
+        return
+    width, read = (4, "_INT32") if value.wide else (2, "_INT16")
+    add(indent, f"if pos + {width} > end:")
+    add(indent + 4, f'raise _truncated("int{width * 8} length", {width}, pos, end)')
+    add(indent, f"n = {read}(buf, pos)[0]", f"pos += {width}")
+    add(indent, "if n >= 0:", "    if pos + n > end:")
+    add(indent + 8, 'raise BoundsError(f"length {n} exceeds the {end - pos} bytes left")')
+    add(indent + 4, "pos += n")
+    add(indent, "elif n != -1:", '    raise BoundsError(f"negative length {n}")')
+    if not value.nullable:
+        add(indent, "else:", '    raise BoundsError("null", null=True)')
+
+
+def _emit_array(src: _Source, value: _Array, indent: int, loops: int) -> None:
+    add = src.add
+    if value.flexible:
+        _emit_uvarint(src, "c", indent)
+        add(indent, "c -= 1")
+    else:
+        add(indent, "if pos + 4 > end:", '    raise _truncated("int32 length", 4, pos, end)')
+        add(indent, "c = _INT32(buf, pos)[0]", "pos += 4", "if c < -1:")
+        add(indent + 4, 'raise BoundsError(f"negative array length {c}")')
+    per_element = max(value.element_min, 1)
+    add(indent, "if c > 0:", f"    if c * {per_element} > end - pos:")
+    add(indent + 8, f"raise _too_many(c, {per_element}, end - pos)")
+    if value.element_fixed:
+        add(indent + 4, f"pos += c * {value.element_min}")
+    else:
+        index = f"i{loops}"
+        add(indent + 4, f"{index} = 0", "try:", f"    for {index} in range(c):")
+        element = value.element
+        if not isinstance(element, _Struct) or element.marker:
+            _emit_value(src, element, indent + 12, loops + 1)
+        elif loops + 1 + element.plan.loops <= _MAX_INLINE_LOOPS:
+            _emit_entity_body(src, element.plan, indent + 12, loops + 1)
+        else:
+            add(indent + 12, f"pos = {src.refer(element.plan.walk)}(buf, pos, end)")
+        add(indent + 4, "except BoundsError as exc:")
+        add(indent + 8, f'exc.path.append(f"[{{{index}}}]")', "raise")
+    if not value.nullable:
+        add(indent, "elif c == -1:", '    raise BoundsError("null", null=True)')
+
+
+def _value_function(value: _Value, name: str) -> Step:
+    """A walk function reading just one value (a tagged field's)."""
+    src = _Source()
+    src.add(0, "def walk(buf, pos, end):")
+    _emit_value(src, value, 4)
+    src.add(4, "return pos")
+    return src.function(name)
+
+
+def _emit_entity_body(src: _Source, plan: EntityPlan, indent: int, loops: int) -> None:
+    """Code that walks one entity at ``pos``: each field in a ``try`` naming it, then tags."""
+    for field_name, value in plan.fields:
+        src.add(indent, "try:")
+        _emit_value(src, value, indent + 4, loops)
+        src.add(indent, "except BoundsError as exc:", f"    exc.path.append({field_name!r})")
+        src.add(indent + 4, "raise")
+    if plan.flexible:
+        src.add(indent, "if pos < end and buf[pos] == 0:  # no tagged fields: the usual case")
+        src.add(indent, "    pos += 1", "else:")
+        src.add(indent + 4, f"pos = _walk_tags(buf, pos, end, {src.refer(plan.tagged)})")
+
+
+def _loops(fields: list[tuple[str, _Value]]) -> int:
+    """How deep the loops of an entity's generated code nest (elements inlined)."""
+    deepest = 0
+    for _, value in fields:
+        if isinstance(value, _Array) and not value.element_fixed:
+            element = value.element
+            inner = 0
+            if isinstance(element, _Struct) and not element.marker:
+                inner = element.plan.loops
+                if 1 + inner > _MAX_INLINE_LOOPS:
+                    inner = 0  # called, not inlined
+            deepest = max(deepest, 1 + inner)
+    return deepest
+
+
+def _unset_walk(buf: Buffer, pos: int, end: int) -> int:
+    raise AssertionError("plan not compiled yet")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -251,13 +344,18 @@ class EntityPlan:
     """How to walk one kio entity class: its body fields, then (flexible) its tags."""
 
     name: str
-    steps: tuple[tuple[str, Step], ...]
     tagged: dict[int, tuple[str, Step]]
     flexible: bool
     min_size: int
     fixed: int | None
     depth: int
-    walk: Step
+    #: Body fields in order (consecutive fixed-width fields merged into one).
+    fields: tuple[tuple[str, _Value], ...]
+    #: How deep the loops of the generated code nest.
+    loops: int
+    walk: Step = dataclasses.field(default=_unset_walk)
+    #: The generated function's source, for reading and debugging.
+    source: str = ""
 
 
 def _optional(hint: Any) -> bool:
@@ -285,60 +383,63 @@ def _array_element(hint: Any) -> Any | None:
 
 def _value_plan(
     field: dataclasses.Field[Any], hint: Any, flexible: bool, is_tag: bool
-) -> tuple[Step, int, int | None, int]:
-    """``(step, min size, fixed size or None, struct nesting depth)`` for one field's value."""
+) -> tuple[_Value, int, int | None, int]:
+    """``(value, min size, fixed size or None, struct nesting depth)`` for one field's value."""
     nullable = _optional(hint)
     element = _array_element(hint)
     if element is not None:
+        elem: _Value
         if dataclasses.is_dataclass(element):
             inner = entity_plan(element)
-            elem_step, elem_min, elem_fixed, inner_depth = (
-                inner.walk,
+            elem, elem_min, elem_fixed, inner_depth = (
+                _Struct(inner, marker=False),
                 inner.min_size,
                 inner.fixed,
                 inner.depth,
             )
         else:
             kafka_type = field.metadata["kafka_type"]
-            elem_step, elem_min, elem_fixed = _primitive(kafka_type, flexible, nullable=False)
+            elem, elem_min, elem_fixed = _primitive(kafka_type, flexible, nullable=False)
             inner_depth = 0
-        step = _array_step(flexible, nullable, elem_step, elem_min, elem_fixed is not None)
-        return step, 1 if flexible else 4, None, inner_depth
+        array = _Array(flexible, nullable, elem, elem_min, elem_fixed is not None)
+        return array, 1 if flexible else 4, None, inner_depth
     target = _strip_optional(hint)
     if dataclasses.is_dataclass(target):
         inner = entity_plan(target)
         if nullable and not is_tag:  # kio reads tagged structs without the marker
-            return _nullable_entity_step(inner.walk), 1, None, inner.depth
-        return inner.walk, inner.min_size, inner.fixed, inner.depth
-    step, min_size, fixed = _primitive(field.metadata["kafka_type"], flexible, nullable)
-    return step, min_size, fixed, 0
+            return _Struct(inner, marker=True), 1, None, inner.depth
+        if inner.fixed is not None:
+            return _Fixed(inner.fixed), inner.min_size, inner.fixed, inner.depth
+        return _Struct(inner, marker=False), inner.min_size, None, inner.depth
+    value, min_size, fixed = _primitive(field.metadata["kafka_type"], flexible, nullable)
+    return value, min_size, fixed, 0
 
 
-def _primitive(kafka_type: str, flexible: bool, nullable: bool) -> tuple[Step, int, int | None]:
+def _primitive(kafka_type: str, flexible: bool, nullable: bool) -> tuple[_Value, int, int | None]:
     size = _FIXED_SIZES.get(kafka_type)
     if size is not None:
-        return _skip_step(size), size, size
+        return _Fixed(size), size, size
     if kafka_type in _LENGTH_PREFIXED:
         wide = kafka_type != "string"
-        step = _length_step(flexible, wide, nullable)
-        return step, 1 if flexible else (4 if wide else 2), None
+        return _Length(flexible, wide, nullable), 1 if flexible else (4 if wide else 2), None
     raise TypeError(f"no bounded reader for kafka_type {kafka_type!r}")
 
 
-def _merge_fixed(plans: list[_FieldPlan]) -> list[_FieldPlan]:
-    """Consecutive fixed-width fields become one bounds check (fewer calls per entity)."""
-    merged: list[_FieldPlan] = []
-    for plan in plans:
+def _merge_fixed(fields: list[tuple[str, _Value]]) -> list[tuple[str, _Value]]:
+    """Consecutive fixed-width fields become one bounds check."""
+    merged: list[tuple[str, _Value]] = []
+    for name, value in fields:
         last = merged[-1] if merged else None
-        if plan.fixed is not None and last is not None and last.fixed is not None:
-            size = last.fixed + plan.fixed
-            merged[-1] = _FieldPlan(f"{last.name}..{plan.name}", _skip_step(size), size, size)
+        if isinstance(value, _Fixed) and last is not None and isinstance(last[1], _Fixed):
+            merged[-1] = (f"{last[0]}..{name}", _Fixed(last[1].size + value.size))
         else:
-            merged.append(plan)
+            merged.append((name, value))
     return merged
 
 
 _PLANS: dict[Any, EntityPlan] = {}
+#: ``cls -> plan.walk``: one dict lookup per checked body.
+_WALKS: dict[Any, Step] = {}
 
 
 def entity_plan(cls: Any) -> EntityPlan:
@@ -346,53 +447,44 @@ def entity_plan(cls: Any) -> EntityPlan:
     plan = _PLANS.get(cls)
     if plan is None:
         plan = _PLANS[cls] = _compile(cls)
+        _WALKS[cls] = plan.walk
     return plan
 
 
 def _compile(cls: Any) -> EntityPlan:
     flexible = bool(getattr(cls, "__flexible__", False))
     hints = typing.get_type_hints(cls)
-    body: list[_FieldPlan] = []
+    body: list[tuple[str, _Value]] = []
+    min_size = 1 if flexible else 0
+    all_fixed = not flexible
     tagged: dict[int, tuple[str, Step]] = {}
     deepest = 1
     for field in dataclasses.fields(cls):
         tag = field.metadata.get("tag")
-        step, min_size, fixed, inner_depth = _value_plan(
+        value, field_min, fixed, inner_depth = _value_plan(
             field, hints[field.name], flexible, tag is not None
         )
         deepest = max(deepest, inner_depth + 1)
         if deepest > MAX_SCHEMA_DEPTH:
             raise TypeError(f"{cls.__name__} nests deeper than {MAX_SCHEMA_DEPTH}")
         if tag is not None:
-            tagged[int(tag)] = (field.name, step)
+            name = f"{cls.__name__}_{field.name}"
+            tagged[int(tag)] = (field.name, _value_function(value, name))
         else:
-            body.append(_FieldPlan(field.name, step, min_size, fixed))
-    merged = _merge_fixed(body)
-    min_size = sum(p.min_size for p in merged) + (1 if flexible else 0)
-    fixed = None if flexible or any(p.fixed is None for p in merged) else min_size
-    steps = tuple((p.name, p.step) for p in merged)
-    walk = _entity_walk(steps, tagged, flexible)
-    return EntityPlan(cls.__name__, steps, tagged, flexible, min_size, fixed, deepest, walk)
-
-
-def _entity_walk(
-    steps: tuple[tuple[str, Step], ...], tagged: dict[int, tuple[str, Step]], flexible: bool
-) -> Step:
-    def walk(buf: Buffer, pos: int, end: int) -> int:
-        name = ""
-        try:
-            for name, step in steps:  # noqa: B007 - name tells which field failed
-                pos = step(buf, pos, end)
-        except BoundsError as exc:
-            exc.path.append(name)
-            raise
-        if flexible:
-            if pos < end and buf[pos] == 0:  # no tagged fields: the usual case, inlined
-                return pos + 1
-            pos = _walk_tags(buf, pos, end, tagged)  # names a known tag's field itself
-        return pos
-
-    return walk
+            body.append((field.name, value))
+            min_size += field_min
+            all_fixed = all_fixed and fixed is not None
+    fields = _merge_fixed(body)
+    fixed_size = min_size if all_fixed else None
+    plan = EntityPlan(
+        cls.__name__, tagged, flexible, min_size, fixed_size, deepest, tuple(fields), _loops(fields)
+    )
+    src = _Source()
+    src.add(0, "def walk(buf, pos, end):")
+    _emit_entity_body(src, plan, 4, 0)
+    src.add(4, "return pos")
+    walk = src.function(cls.__name__)
+    return dataclasses.replace(plan, walk=walk, source="\n".join(src.lines))
 
 
 def _walk_tags(buf: Buffer, pos: int, end: int, tagged: dict[int, tuple[str, Step]]) -> int:
@@ -426,5 +518,5 @@ def check_body(cls: type[Any], buf: Buffer, offset: int) -> int:
     Raises :class:`BoundsError` if kio must not be given these bytes. Bytes after
     the body are not looked at (kio ignores them too).
     """
-    plan = _PLANS.get(cls) or entity_plan(cls)
-    return plan.walk(buf, offset, len(buf))
+    walk = _WALKS.get(cls) or entity_plan(cls).walk
+    return walk(buf, offset, len(buf))

@@ -141,29 +141,70 @@ def _skip_partitions(
     buf, pos, end = r.buf, r.pos, r.end
     if end != len(buf):
         buf = memoryview(buf)[:end]
+    if flexible:
+        return _skip_flexible_partitions(buf, pos, end, count, fixed, indexes, r)
     record_bytes = 0
     try:
         for _ in range(count):
             if indexes is not None:
                 indexes.append(_INT32.unpack_from(buf, pos)[0])
             pos += fixed
-            aborted, pos = _length_at(buf, pos, end, flexible)
+            aborted, pos = _length_at(buf, pos, end, False)
             if aborted > 0:
-                if flexible:
-                    for _ in range(aborted):
-                        pos = skip_tags_at(buf, pos + _ABORTED_TRANSACTION_SIZE, end)
-                else:
-                    pos += _ABORTED_TRANSACTION_SIZE * aborted
+                pos += _ABORTED_TRANSACTION_SIZE * aborted
             pos += preferred_replica
-            size, pos = _length_at(buf, pos, end, flexible)
+            size, pos = _length_at(buf, pos, end, False)
             if size > 0:
                 record_bytes += size
                 pos += size
-            if flexible:
-                if pos < end and buf[pos] == 0:
-                    pos += 1
-                else:
-                    pos = skip_tags_at(buf, pos, end)
+    except (IndexError, struct.error) as exc:
+        raise CodecError(f"truncated fetch partitions at offset {pos} (end {end})") from exc
+    check_within(pos, end, "fetch partitions")
+    r.pos = pos
+    return record_bytes
+
+
+def _skip_flexible_partitions(
+    buf: Buffer,
+    pos: int,
+    end: int,
+    count: int,
+    fixed: int,
+    indexes: list[int] | None,
+    r: Reader,
+) -> int:
+    """:func:`_skip_partitions` for v12+ (compact lengths, tags): one-byte varints inline."""
+    record_bytes = 0
+    try:
+        for _ in range(count):
+            if indexes is not None:
+                indexes.append(_INT32.unpack_from(buf, pos)[0])
+            pos += fixed
+            aborted = buf[pos] - 1  # aborted transactions (nullable): usually null or empty
+            if aborted < 0x7F:
+                pos += 1
+            else:
+                aborted, pos = uvarint_at(buf, pos, end)
+                aborted -= 1
+            if aborted > 0:
+                for _ in range(aborted):
+                    pos = skip_tags_at(buf, pos + _ABORTED_TRANSACTION_SIZE, end)
+            pos += 4  # preferred_read_replica (v11+)
+            size = buf[pos]  # records length + 1: one or two bytes up to 16 KiB
+            if size < 0x80:
+                pos += 1
+            elif buf[pos + 1] < 0x80:
+                size = size & 0x7F | buf[pos + 1] << 7
+                pos += 2
+            else:
+                size, pos = uvarint_at(buf, pos, end)
+            if size > 1:
+                record_bytes += size - 1
+                pos += size - 1
+            if pos < end and buf[pos] == 0:
+                pos += 1
+            else:
+                pos = skip_tags_at(buf, pos, end)
     except (IndexError, struct.error) as exc:
         raise CodecError(f"truncated fetch partitions at offset {pos} (end {end})") from exc
     check_within(pos, end, "fetch partitions")

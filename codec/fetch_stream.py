@@ -42,7 +42,11 @@ _ERROR_AND_SESSION: Final = struct.Struct(">hi")
 #: Kafka's limit is 249; anything much longer is a malformed response.
 _MAX_TOPIC_NAME_BYTES: Final = 32767
 
-#: A walk step: n > 0 reads n bytes (sent back in), n < 0 skips -n bytes, 0 = tail here.
+#: A walk step asking to see the rest of the chunk at hand (sent back in, never empty);
+#: the walker then skips what it read there.
+PEEK: Final = 1 << 62
+#: A walk step: n > 0 reads n bytes (sent back in), n < 0 skips -n bytes, 0 = tail here,
+#: PEEK shows the bytes at hand.
 _Walk = Generator[int, memoryview | None, None]
 
 
@@ -126,25 +130,121 @@ def _walk_fetch(version: int, inspector: FetchInspector | None = None) -> _Walk:
         assert head is not None
         error_code, session_id = _ERROR_AND_SESSION.unpack_from(head, 4)
         inspector.session(error_code, session_id)
-    fixed = 30 if version >= 5 else 22  # index, error, high watermark, LSO, log start offset
+    layout = _PartitionLayout(version)
     for _ in range((yield from _length(flexible))):
         yield from _topic_key(version, inspector)
-        for _ in range((yield from _length(flexible))):
-            yield -fixed
-            for _ in range((yield from _length(flexible))):  # aborted transactions (nullable)
-                yield -16
+        remaining = yield from _length(flexible)
+        while remaining > 0:
+            # Whole partition headers in the bytes at hand are read in place (the usual
+            # case: the records of small partitions, and the header of a large one);
+            # the generator steps below take over where a header is cut by the chunk.
+            window = yield PEEK
+            assert window is not None
+            done, used, records_left = layout.skip(window, remaining)
+            remaining -= done
+            skip = used + max(records_left, 0)
+            if skip:
+                yield -skip
+            if records_left >= 0:  # a header read, its records (and tags) go on after
                 if flexible:
                     yield from _skip_tags()
-            if version >= 11:
-                yield -4  # preferred_read_replica
-            records = yield from _length(flexible)
-            if records > 0:
-                yield -records
-            if flexible:
-                yield from _skip_tags()
+                remaining -= 1
+            elif not done:  # a header cut by the end of the chunk
+                yield from _partition(version, flexible, layout.fixed)
+                remaining -= 1
         if flexible:
             yield from _skip_tags()
     yield 0  # the tail: top-level tagged fields (v12+), or nothing
+
+
+def _partition(version: int, flexible: bool, fixed: int) -> _Walk:
+    """One partition entry, a field at a time."""
+    yield -fixed
+    for _ in range((yield from _length(flexible))):  # aborted transactions (nullable)
+        yield -16
+        if flexible:
+            yield from _skip_tags()
+    if version >= 11:
+        yield -4  # preferred_read_replica
+    records = yield from _length(flexible)
+    if records > 0:
+        yield -records
+    if flexible:
+        yield from _skip_tags()
+
+
+class _PartitionLayout:
+    """Reads whole partition entries of one Fetch version in place, in a chunk at hand."""
+
+    __slots__ = ("fixed", "flexible", "preferred")
+
+    def __init__(self, version: int) -> None:
+        #: index, error, high watermark, LSO, log start offset (v5+)
+        self.fixed = 30 if version >= 5 else 22
+        self.preferred = 4 if version >= 11 else 0
+        self.flexible = version >= 12
+
+    def skip(self, window: memoryview, count: int) -> tuple[int, int, int]:
+        """``(entries done, bytes used, records left)`` for up to ``count`` entries.
+
+        Stops before an entry whose header (up to its records) is not all in
+        ``window``, or that has aborted transactions or tagged fields: those are left
+        to the generator steps (records left -1). When an entry's header is in the
+        window but its records or its tags go on after it, ``bytes used`` ends at its
+        records and ``records left`` is their length (that entry is not counted done).
+        """
+        fixed, preferred, flexible = self.fixed, self.preferred, self.flexible
+        end = len(window)
+        pos = done = 0
+        while done < count:
+            at = pos + fixed
+            if flexible:
+                if at >= end or window[at] > 1:  # cut, or aborted transactions present
+                    break
+                at += 1 + preferred
+                if at >= end:
+                    break
+                length = window[at]
+                if length < 0x80:
+                    at += 1
+                else:
+                    length, at = _window_uvarint(window, at, end)
+                    if at < 0:
+                        break
+                records = length - 1
+            else:
+                if at + 4 > end or _INT32.unpack_from(window, at)[0] > 0:
+                    break
+                at += 4 + preferred
+                if at + 4 > end:
+                    break
+                records = _INT32.unpack_from(window, at)[0]
+                at += 4
+            after = at + max(records, 0)
+            if flexible:
+                if after < end:
+                    if window[after] != 0:  # tagged fields: the generator steps read them
+                        break
+                    pos, done = after + 1, done + 1
+                    continue
+            elif after <= end:
+                pos, done = after, done + 1
+                continue
+            return done, at, after - at  # records (or the tags after them) go on after
+        return done, pos, -1
+
+
+def _window_uvarint(window: memoryview, pos: int, end: int) -> tuple[int, int]:
+    """``(value, next pos)`` of a varint of at most 5 bytes; next pos -1 if cut or longer."""
+    value = shift = 0
+    while pos < end and shift < 35:
+        byte = window[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    return 0, -1
 
 
 class FetchInspector(Protocol):
@@ -197,6 +297,9 @@ class FetchTailWatcher:
                 pos += taken
                 self.safe += taken
                 self._want = want + taken or self._walk.send(None)
+                continue
+            if want == PEEK:  # the walker reads what it can in place
+                self._want = self._walk.send(data[pos:])
                 continue
             if self._carry or end - pos < want:
                 taken = min(want - len(self._carry), end - pos)

@@ -58,7 +58,7 @@ class _Context:
     """What the per-API checks see of this connection (``AuthorizationContext``)."""
 
     principal: Principal
-    authorizer: Authorizer
+    authorizer: _CountingAuthorizer
     cluster: VirtualCluster
     #: Ids asked for that the cluster did not know: looked up, then decided again.
     unknown_ids: list[uuid.UUID] = field(default_factory=list)
@@ -153,6 +153,8 @@ class Enforcement:
         self.fetch_sessions = FetchSessionGuard()
         #: What the last authorized Fetch request expects of its response.
         self.fetch_exchange: FetchExchange | None = None
+        #: The checks' context, made again only when the ACL or the principal changes.
+        self._context_cache: _Context | None = None
 
     # --- what to do with a request -----------------------------------------------
 
@@ -187,38 +189,42 @@ class Enforcement:
             reason = f"{api_name(api_key)} request before authentication"
             self.close_reason = reason
             return RequestVerdict(forward=None, close_connection=reason)
-        authorizer = _CountingAuthorizer(acl, self._audit_allows)
-        context = _Context(principal, authorizer, self.cluster)
+        context = self._context(acl, principal)
+        authorizer = context.authorizer
+        authorizer.allowed = 0  # counted per request, for its audit event
+        context.unknown_ids.clear()
         saved_session = (
             self.fetch_sessions.save() if api_key == FETCH and api_version >= 13 else None
         )
-        verdict = self._decide(context, api_key, api_version, frame)
+        verdict = self._decide(context, api_key, api_version, frame, acl)
         if context.unknown_ids:  # the decision is pure: redo it once the ids are known
             await self.cluster.resolve_topic_ids(context.unknown_ids)
             if saved_session is not None:  # the fetch-session mirror moved: undo that
                 self.fetch_sessions.restore(saved_session)
-            authorizer = _CountingAuthorizer(acl, self._audit_allows)
-            context = _Context(principal, authorizer, self.cluster)
-            verdict = self._decide(context, api_key, api_version, frame)
+            authorizer.allowed = 0
+            context.unknown_ids.clear()
+            verdict = self._decide(context, api_key, api_version, frame, acl)
         self.audit_denials(api_key, verdict.denials, client_id, allowed=authorizer.allowed)
         if verdict.close_connection is not None:
             self.close_reason = verdict.close_connection
         return verdict
 
     def _decide(
-        self, context: _Context, api_key: int, api_version: int, frame: bytes
+        self, context: _Context, api_key: int, api_version: int, frame: bytes, acl: Authorizer
     ) -> RequestVerdict:
         try:
             if api_key == FETCH:
-                return self._authorize_fetch(context, api_version, frame)
+                return self._authorize_fetch(context, api_version, frame, acl)
             return authorize_request(context, api_key, api_version, frame)
         except MessageError as exc:
             reason = f"cannot authorize {api_name(api_key)} v{api_version} request: {exc}"
             self.log.warning("request_not_authorizable", error=reason)
             return RequestVerdict(forward=None, close_connection=reason)
 
-    def _authorize_fetch(self, context: _Context, api_version: int, frame: bytes) -> RequestVerdict:
-        decision = self.fetch_sessions.authorize(context, frame, api_version)
+    def _authorize_fetch(
+        self, context: _Context, api_version: int, frame: bytes, acl: Authorizer
+    ) -> RequestVerdict:
+        decision = self.fetch_sessions.authorize(context, frame, api_version, self._policy(acl))
         self.fetch_exchange = decision.exchange
         if decision.foreign_session is not None:
             self.log.warning(
@@ -238,9 +244,27 @@ class Enforcement:
             if exchange is None:
                 return None
             return self.fetch_sessions.response_check(exchange, None, api_version)
-        authorizer = _CountingAuthorizer(acl, self._audit_allows)
-        context = _Context(principal, authorizer, self.cluster)
-        return self.fetch_sessions.response_check(exchange, context, api_version)
+        context = self._context(acl, principal)
+        return self.fetch_sessions.response_check(exchange, context, api_version, self._policy(acl))
+
+    def _context(self, acl: Authorizer, principal: Principal) -> _Context:
+        context = self._context_cache
+        if (
+            context is None
+            or context.authorizer.inner is not acl
+            or context.principal is not principal
+        ):
+            authorizer = _CountingAuthorizer(acl, self._audit_allows)
+            context = self._context_cache = _Context(principal, authorizer, self.cluster)
+        return context
+
+    def _policy(self, acl: Authorizer) -> Authorizer | None:
+        """The ACL generation the fetch guard may remember readable topics under.
+
+        A reload replaces the engine object, so what was remembered under the old one
+        no longer applies. None while every allow is logged (each must be asked).
+        """
+        return None if self._audit_allows else acl
 
     def filter_fetch_response(
         self, check: FetchResponseCheck, frame: Any, client_id: str | None

@@ -65,31 +65,50 @@ class UpstreamWriteGate:
 
     def __init__(self, requests: FrameStream) -> None:
         self._requests = requests
-        self._lock = trio.Lock()
+        # Two flags and a parking lot rather than a trio.Lock: the client's side runs for
+        # every batch of requests, and a Lock's acquire and release cost about 2.5 us
+        # there; these cost a few attribute reads. The gateway's side is rare.
         self._client_holds = False
+        self._gateway_holds = False
+        #: Re-authentications waiting for the gate: they go first when the client leaves.
+        self._gateway_waiting = 0
+        self._changed = trio.lowlevel.ParkingLot()
 
     async def client_enter(self) -> None:
         if self._client_holds:
             return
-        try:
-            self._lock.acquire_nowait()  # the common case: no checkpoint, no task switch
-        except trio.WouldBlock:
-            await self._lock.acquire()
-        self._client_holds = True
+        while self._gateway_holds or self._gateway_waiting:
+            await self._changed.park()
+        self._client_holds = True  # the common case: no checkpoint, no task switch
 
     def client_leave(self) -> None:
         """Release the gate if the request stream is between frames."""
         if self._client_holds and not self._requests.in_frame:
             self._client_holds = False
-            self._lock.release()
+            if self._changed:  # someone waits
+                self._changed.unpark_all()
 
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
         """Hold the gate against the client: its pump stops at the next frame boundary
         (its unread requests wait in the pump) until the block ends."""
         self._requests.pause_after_frame = True
-        async with self._lock:
+        await trio.lowlevel.checkpoint()
+        self._gateway_waiting += 1
+        try:
+            while self._client_holds or self._gateway_holds:
+                await self._changed.park()
+        finally:
+            self._gateway_waiting -= 1
+            if self._changed:  # a cancelled wait must not leave the client parked
+                self._changed.unpark_all()
+        self._gateway_holds = True
+        try:
             yield
+        finally:
+            self._gateway_holds = False
+            if self._changed:
+                self._changed.unpark_all()
 
 
 class UpstreamReauthentication:

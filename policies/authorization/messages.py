@@ -116,7 +116,7 @@ def _decode(cls: type[Any], frame: bytes, offset: int, kind: str, key: int, vers
             raise MessageError(str(exc)) from None
         raise MessageError(f"malformed {api_name(key)} v{version} {kind}: {exc}") from None
     try:
-        body, _ = _reader(cls)(memoryview(data)[offset:].toreadonly(), 0)
+        body, _ = _reader(cls)(data, offset)  # bytes are read-only, as kio requires
     except Exception as exc:  # kio raises assorted errors on malformed input
         raise MessageError(f"cannot decode {api_name(key)} v{version} {kind}: {exc}") from None
     return body

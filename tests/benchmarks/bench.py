@@ -19,7 +19,9 @@ and through one gateway process (no `--workers`), alternating which side goes fi
    and its peak RSS;
 8. produce again through a gateway with `--workers N` (default 2).
 
-Once per run: 6. the codec's Metadata rewrite micro-benchmark (bench_codec.py), and
+Once per run: 6. the codec's Metadata rewrite micro-benchmark (bench_codec.py), the
+event-loop stall of worst-case checked requests (stall.py), and the µs each check of
+issue 9 costs per typical checked request (checked_requests.py), and
 7. idle connections (idle_connections.py, `--idle-connections`, default 10,000): each
 sends one ApiVersions and then idles; reported: the gateway's RSS, and the broker's
 open files, since the gateway opens one upstream connection per client connection. The
@@ -82,6 +84,7 @@ from tests.benchmarks.bench_report import (  # noqa: E402
     machine_info,
     workers_side,
 )
+from tests.benchmarks.checked_requests import format_checked, measure_checked  # noqa: E402
 from tests.benchmarks.gateway_process import (  # noqa: E402
     BenchGateway,
     PhaseUsage,
@@ -903,6 +906,8 @@ def run(settings: Settings) -> dict[str, Any]:
     codec_us = metadata_rewrite_us()
     stalls = measure_stalls()
     log(format_stalls(stalls))
+    checked = measure_checked()
+    log(format_checked(checked))
     workdir = Path(tempfile.mkdtemp(prefix="kafka-gateway-bench-"))
     cluster = LocalKafkaCluster(
         brokers=settings.brokers,
@@ -922,7 +927,12 @@ def run(settings: Settings) -> dict[str, Any]:
     wall_s = time.monotonic() - started
     print_report(bench, codec_us, idle, wall_s)
     print(format_stalls(stalls))
-    return {**build_json(bench, codec_us, idle, wall_s), "checked_request_stalls": stalls}
+    print(format_checked(checked))
+    return {
+        **build_json(bench, codec_us, idle, wall_s),
+        "checked_request_stalls": stalls,
+        "checked_request_us": checked,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,7 +128,7 @@ def test_revoked_read_reaches_a_consumer_with_a_fetch_session(
         denied = [
             e
             for e in gateway.events()
-            if e.get("event") == "authorization_denied"
+            if e.get("event") == "authorization_denied"  # one aggregated event per request
             and TOPIC in e.get("resources", [])
             and "Read" in e.get("operations", [])
         ]

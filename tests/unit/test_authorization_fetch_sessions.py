@@ -32,6 +32,7 @@ from codec.fetch_stream import FetchTailWatcher
 from codec.framing import encode_frame
 from codec.stream import BufferedFrame, Decision, FrameStream
 from policies.acl.model import Operation
+from policies.auth.principal import Principal
 from policies.authorization.fetch_sessions import (
     FetchDecision,
     FetchSessionGuard,
@@ -305,3 +306,71 @@ def test_a_decision_taken_again_after_an_id_lookup_keeps_the_session(version: in
     decision, frame = incremental(guard, ctx, version, epoch=1, topics=[(ids["a"], [1])])
     assert_forwarded_as_is(decision.verdict, frame)
     assert guard.next_epoch == 2 and guard.partitions[ids["a"]] == {0, 1}
+
+
+# --- readable topics remembered per policy generation ----------------------------------------
+
+
+@pytest.mark.parametrize("version", [7, 12, 13, 18])
+def test_the_steady_state_asks_nothing_until_the_policy_changes(version: int) -> None:
+    ids = keys(version)
+    guard = FetchSessionGuard()
+    policy = object()  # stands for one AclEngine; a reload makes a new one
+    ctx = ctx_for(version, ids, "a", "secret")
+    topics = [(ids["a"], [0, 1]), (ids["secret"], [2])]
+    request = fetch_request(version, topics, session_id=0, session_epoch=0)
+    decision = guard.authorize(ctx, request_frame(1, version, request), version, policy)
+    check = guard.response_check(decision.exchange, ctx, version, policy)
+    check.filter(upstream_frame(1, version, fetch_response(version, topics, 77)))
+    asked = len(ctx.authorizer.calls)
+    assert asked == 2  # each topic once, at the full fetch
+    for epoch in range(1, 4):  # incremental fetches naming nothing, and their responses
+        frame = incremental_frame(version, epoch)
+        decision = guard.authorize(ctx, frame, version, policy)
+        assert_forwarded_as_is(decision.verdict, frame)
+        check = guard.response_check(decision.exchange, ctx, version, policy)
+        response = upstream_frame(1, version, fetch_response(version, topics, 77))
+        assert check.filter(response) is response
+    assert len(ctx.authorizer.calls) == asked  # nothing asked again
+
+    # A reload revokes "secret": under the new policy object nothing remembered counts.
+    revoked = ctx_for(version, ids, "a")
+    decision = guard.authorize(revoked, incremental_frame(version, 4), version, object())
+    assert forwarded(decision.verdict).session_epoch == -1  # the session is closed
+    assert [d.name for d in decision.verdict.denials] == ["secret"]
+    assert sorted(call[2] for call in revoked.authorizer.calls) == ["a", "secret"]
+
+
+@pytest.mark.parametrize("version", [12, 13])
+def test_a_response_is_checked_against_the_policy_of_its_arrival(version: int) -> None:
+    ids = keys(version)
+    guard = FetchSessionGuard()
+    policy = object()
+    ctx = ctx_for(version, ids, "a", "secret")
+    topics = [(ids["a"], [0]), (ids["secret"], [1])]
+    request = fetch_request(version, topics, session_id=0, session_epoch=0)
+    decision = guard.authorize(ctx, request_frame(1, version, request), version, policy)
+    # The policy is reloaded while the fetch is in flight: "secret" is refused now.
+    check = guard.response_check(decision.exchange, ctx_for(version, ids, "a"), version, object())
+    out = check.filter(upstream_frame(1, version, fetch_response(version, topics, 77)))
+    assert bytes(out).count(SECRET_RECORDS) == 1
+    assert [d.name for d in check.denials] == ["secret"]
+
+
+def test_another_principal_is_not_answered_from_what_was_remembered() -> None:
+    ids = keys(12)
+    guard = FetchSessionGuard()
+    policy = object()
+    alice = ctx_for(12, ids, "a")
+    request = fetch_request(12, [(ids["a"], [0])])
+    frame = request_frame(1, 12, request)
+    guard.authorize(alice, frame, 12, policy)
+    other = ctx_for(12, ids, "a")
+    other.principal = Principal(name="alice", mechanism="PLAIN")  # equal, but a new login
+    guard.authorize(other, frame, 12, policy)
+    assert len(other.authorizer.calls) == 1
+
+
+def incremental_frame(version: int, epoch: int, session_id: int = 77) -> bytes:
+    request = fetch_request(version, [], session_id=session_id, session_epoch=epoch)
+    return request_frame(1, version, request)

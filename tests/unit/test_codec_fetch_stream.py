@@ -7,10 +7,13 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kio.index import load_response_schema
 from test_codec_strategies import encode, fetch_responses, gw_mapper
 
+from codec.fetch_sizes import fetch_response_topics
 from codec.fetch_stream import FILLER_TAG, FetchTailWatcher, same_size_tagged_section
 from codec.framing import encode_frame
+from codec.headers import encode_response_header, response_body_offset
 from codec.primitives import Reader, enc_uvarint
 from codec.rewrite import rewrite_response
 from codec.stream import BufferedFrame, Decision, FrameStream
@@ -102,3 +105,50 @@ def test_longer_endpoints_are_blanked() -> None:
     out = same_size_tagged_section(section, lambda n, h, p: ("a-much-longer-gateway-name", 1))
     assert len(out) == len(section)
     assert tags(out) == [(FILLER_TAG, bytes(len(endpoint) + 1))]
+
+
+class _Recorder:
+    """A FetchInspector that records what it is shown."""
+
+    def __init__(self) -> None:
+        self.sessions: list[tuple[int, int]] = []
+        self.topics: list[Any] = []
+
+    def session(self, error_code: int, session_id: int) -> None:
+        self.sessions.append((error_code, session_id))
+
+    def topic(self, key: Any) -> None:
+        self.topics.append(key)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    version=st.integers(min_value=4, max_value=18),
+    cuts=st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=8),
+)
+def test_the_streamed_walk_sees_every_topic_and_stops_at_the_tail(
+    data: Any, version: int, cuts: list[int]
+) -> None:
+    # Partition entries are read in place when whole in a chunk and field by field
+    # when a chunk cuts them: wherever the cuts fall, the walk must show every topic
+    # and stop exactly where the buffered layout walk says the topics end.
+    strategy = (
+        fetch_responses(version)
+        if version >= 16
+        else st.from_type(load_response_schema(1, version))
+    )
+    frame = encode_response_header(7, FETCH, version) + encode(data.draw(strategy))
+    inspector = _Recorder()
+    watcher = FetchTailWatcher(version, gw_mapper, inspector)
+    pos, i = 0, 0
+    while pos < len(frame):
+        step = cuts[i % len(cuts)]
+        watcher.feed(memoryview(frame)[pos : pos + step])
+        pos, i = pos + step, i + 1
+    layout = fetch_response_topics(frame, version, response_body_offset(frame, FETCH, version))
+    assert watcher.done
+    assert watcher.safe == layout.entries_end
+    assert inspector.topics == [entry.key for entry in layout.topics]
+    if version >= 7:
+        assert inspector.sessions == [struct.unpack_from(">hi", frame, layout.count_start - 6)]
