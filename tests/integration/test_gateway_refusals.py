@@ -118,9 +118,10 @@ def describe_delegation_tokens(gateway: RunningGateway, user: str) -> int:
 def test_an_api_without_a_handler_is_refused_unless_a_cluster_rule_allows_it(
     cluster_rule_gateway: RunningGateway,
 ) -> None:
+    mark = cluster_rule_gateway.log_mark()
     assert describe_delegation_tokens(cluster_rule_gateway, "bob") == (CLUSTER_AUTHORIZATION_FAILED)
     event = wait_for_denial(
-        cluster_rule_gateway, "User:bob", "kafka-cluster", {"All"}, resource_type="cluster"
+        cluster_rule_gateway, mark, "User:bob", "kafka-cluster", {"All"}, resource_type="cluster"
     )
     assert event["rules"] == ["default"], event
 
