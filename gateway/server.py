@@ -13,6 +13,7 @@ signal receiver is installed, so one sent during start-up is handled, not fatal.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -21,8 +22,10 @@ from pathlib import Path
 import structlog
 import trio
 
+from codec import api_versions
 from gateway.cluster import VirtualCluster
 from gateway.workers import HANDLED_SIGNALS, block_handled_signals, unblock_handled_signals
+from policies.authorization.messages import preload_request_decoders
 from policies.config import GatewayConfig
 from policies.config_loader import ConfigError, load_config
 
@@ -42,6 +45,21 @@ async def serve(
             await nursery.start(cluster.run)
         log.info("gateway_started", virtual_clusters=[c.name for c in clusters])
         task_status.started(clusters)
+        if any(vc.authorization is not None for vc in config.virtual_clusters):
+            nursery.start_soon(_preload_request_decoders)
+
+
+async def _preload_request_decoders() -> None:
+    """Compile the checked-request decoders off the event loop (see the function)."""
+    started = time.monotonic()
+    prepared = await trio.to_thread.run_sync(
+        preload_request_decoders, api_versions.gateway_version_ranges(), abandon_on_cancel=True
+    )
+    log.info(
+        "request_decoders_preloaded",
+        request_classes=prepared,
+        duration_s=round(time.monotonic() - started, 2),
+    )
 
 
 @dataclass(frozen=True, slots=True)
