@@ -71,8 +71,8 @@ FUZZ_SECONDS ?= 300
 fuzz: install
 	$(BIN)/python -m tests.fuzz.run fuzz --seconds $(FUZZ_SECONDS)
 
-# the live flood test at the issue's full size (100,000 mutated frames; `make test` runs
-# 10,000): FLOOD_FRAMES=... to choose
+# the live flood test alone (100,000 mutated frames, as in `make test`): FLOOD_FRAMES=...
+# to choose another size
 FLOOD_FRAMES ?= 100000
 flood: kafka
 	FLOOD_FRAMES=$(FLOOD_FRAMES) $(BIN)/pytest tests/integration/test_flood.py -q -s -rfE $(PYTEST_ARGS)
