@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 
@@ -22,6 +23,8 @@ from codec.primitives import CodecError, enc_array_length
 from codec.rewrite import rewrite_response
 from gateway.upstream import open_upstream
 from policies.config import UpstreamConfig
+
+T = TypeVar("T")
 
 METADATA_KEY = 3
 #: Metadata v12 is served by every Kafka from 3.1 to 4.x and is flexible.
@@ -84,21 +87,36 @@ async def discover_brokers(upstream: UpstreamConfig) -> list[BrokerAddress]:
     The connection is made like every upstream connection, with TLS and the gateway's
     own SASL credentials when configured (:func:`gateway.upstream.open_upstream`).
     """
+    return await ask_upstream(
+        upstream,
+        (METADATA_KEY, DISCOVERY_METADATA_VERSION, _METADATA_NO_TOPICS_V12),
+        lambda body: brokers_in_metadata(body, DISCOVERY_METADATA_VERSION),
+        "metadata request to",
+    )
+
+
+async def ask_upstream(
+    upstream: UpstreamConfig,
+    request: tuple[int, int, bytes],
+    parse: Callable[[bytes], T],
+    what: str,
+) -> T:
+    """One request ``(api key, version, body)`` on a fresh upstream connection (TLS and
+    the gateway's SASL login as configured), its answer's body read by ``parse``.
+
+    Raises :class:`DiscoveryError` (``"<what> <address> failed: ..."``) if the broker
+    does not answer in ``request_timeout_ms`` or its answer cannot be read.
+    """
+    api_key, version, body = request
     connection = await open_upstream(upstream.bootstrap_servers, upstream)
     async with connection.stream as stream:
         try:
-            body = await request_response(
-                stream,
-                METADATA_KEY,
-                DISCOVERY_METADATA_VERSION,
-                _METADATA_NO_TOPICS_V12,
-                upstream.request_timeout_ms / 1000,
+            answer = await request_response(
+                stream, api_key, version, body, upstream.request_timeout_ms / 1000
             )
-            return brokers_in_metadata(body, DISCOVERY_METADATA_VERSION)
+            return parse(answer)
         except (trio.TooSlowError, trio.BrokenResourceError, CodecError) as exc:
-            raise DiscoveryError(
-                f"metadata request to {connection.address} failed: {exc!r}"
-            ) from exc
+            raise DiscoveryError(f"{what} {connection.address} failed: {exc!r}") from exc
 
 
 API_VERSIONS_KEY = 18
@@ -133,22 +151,10 @@ class BrokerApiVersions:
             return body
 
     async def _fetch(self, version: int) -> bytes:
-        connection = await open_upstream(self._upstream.bootstrap_servers, self._upstream)
-        async with connection.stream as stream:
-            request = _API_VERSIONS_V3_BODY if version >= 3 else b""
-            try:
-                body = await request_response(
-                    stream,
-                    API_VERSIONS_KEY,
-                    version,
-                    request,
-                    self._upstream.request_timeout_ms / 1000,
-                )
-                return bytes(body)
-            except (trio.TooSlowError, trio.BrokenResourceError, CodecError) as exc:
-                raise DiscoveryError(
-                    f"ApiVersions request to {connection.address} failed: {exc!r}"
-                ) from exc
+        request = _API_VERSIONS_V3_BODY if version >= 3 else b""
+        return await ask_upstream(
+            self._upstream, (API_VERSIONS_KEY, version, request), bytes, "ApiVersions request to"
+        )
 
 
 def metadata_by_id_request(topic_ids: Sequence[uuid.UUID]) -> bytes:
@@ -166,18 +172,9 @@ async def lookup_topic_ids(
     Kafka answers an unknown (or, for the gateway's principal, undescribable) id
     with an error and a null name, which :func:`metadata_topic_ids` skips.
     """
-    connection = await open_upstream(upstream.bootstrap_servers, upstream)
-    async with connection.stream as stream:
-        try:
-            body = await request_response(
-                stream,
-                METADATA_KEY,
-                DISCOVERY_METADATA_VERSION,
-                metadata_by_id_request(topic_ids),
-                upstream.request_timeout_ms / 1000,
-            )
-            return metadata_topic_ids(body, DISCOVERY_METADATA_VERSION)
-        except (trio.TooSlowError, trio.BrokenResourceError, CodecError) as exc:
-            raise DiscoveryError(
-                f"topic id lookup at {connection.address} failed: {exc!r}"
-            ) from exc
+    return await ask_upstream(
+        upstream,
+        (METADATA_KEY, DISCOVERY_METADATA_VERSION, metadata_by_id_request(topic_ids)),
+        lambda body: metadata_topic_ids(body, DISCOVERY_METADATA_VERSION),
+        "topic id lookup at",
+    )
