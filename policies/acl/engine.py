@@ -244,13 +244,18 @@ class _View:
     claims: Mapping[str, Any]
     super_user: bool
     rules_id: int
+    #: The rules naming this principal, by resource type. Held by the view, not only
+    #: looked up by ``rules_id``: a decision in a worker thread (large requests, see
+    #: ``gateway.enforcement``) keeps working while another clears the caches.
+    rules: Mapping[ResourceType, tuple[_Rule, ...]]
 
 
 class AclEngine:
     """Kafka-style ACL checks for one virtual cluster; implements ``Authorizer``.
 
     Pure apart from its bounded memo caches (no I/O, no clock), and cheap to call
-    repeatedly with the same question.
+    repeatedly with the same question. Safe to call from a worker thread while the
+    event loop calls it too: caches are only read, added to, or replaced whole.
     """
 
     def __init__(
@@ -304,9 +309,9 @@ class AclEngine:
         key = (view.rules_id, operation, resource_type, name)
         decision = self._decisions.get(key)
         if decision is None:
-            decision = self._decide(view.rules_id, operation, resource_type, name)
+            decision = self._decide(view.rules, operation, resource_type, name)
             if len(self._decisions) >= self._max_decisions:
-                self._decisions.clear()
+                self._decisions = {}
             self._decisions[key] = decision
         return decision
 
@@ -325,9 +330,7 @@ class AclEngine:
         if view.super_user:
             return ConstantDecider(_SUPER_USER_ALLOWED)
         rules = tuple(
-            rule
-            for rule in self._rules_by_id[view.rules_id].get(resource_type, ())
-            if operation in rule.operations
+            rule for rule in view.rules.get(resource_type, ()) if operation in rule.operations
         )
         default = self._default
         if not rules:
@@ -358,11 +361,7 @@ class AclEngine:
         view = self._view(principal)
         if view.super_user:
             return _SUPER_USER_ALLOWED
-        rules = [
-            rule
-            for rule in self._rules_by_id[view.rules_id].get(resource_type, ())
-            if operation in rule.operations
-        ]
+        rules = [rule for rule in view.rules.get(resource_type, ()) if operation in rule.operations]
         denies = [rule for rule in rules if rule.deny]
         for deny in denies:
             if deny.covered_prefix == "":
@@ -399,11 +398,12 @@ class AclEngine:
             if any(_principal_matches(p, principal) for p in rule.principals)
         )
         rules_id = self._rules_ids.get(indices)
-        if rules_id is None:
-            rules_id = next(self._next_id)
+        rules = None if rules_id is None else self._rules_by_id.get(rules_id)
+        if rules_id is None or rules is None:
+            rules_id, rules = next(self._next_id), self._group_by_type(indices)
             self._rules_ids[indices] = rules_id
-            self._rules_by_id[rules_id] = self._group_by_type(indices)
-        return _View(claims=principal.claims, super_user=super_user, rules_id=rules_id)
+            self._rules_by_id[rules_id] = rules
+        return _View(principal.claims, super_user, rules_id, rules)
 
     def _group_by_type(self, indices: tuple[int, ...]) -> dict[ResourceType, tuple[_Rule, ...]]:
         by_type: dict[ResourceType, list[_Rule]] = {}
@@ -414,17 +414,22 @@ class AclEngine:
 
     def _clear_caches(self) -> None:
         # Subsets are only reachable through views and decisions; dropping all three
-        # together keeps them bounded and consistent.
-        self._views.clear()
-        self._decisions.clear()
-        self._rules_ids.clear()
-        self._rules_by_id.clear()
+        # together keeps them bounded and consistent. Replaced, not cleared: a thread
+        # holding a view or reading the old dicts is unaffected.
+        self._views = {}
+        self._decisions = {}
+        self._rules_ids = {}
+        self._rules_by_id = {}
 
     def _decide(
-        self, rules_id: int, operation: Operation, resource_type: ResourceType, name: str
+        self,
+        rules: Mapping[ResourceType, tuple[_Rule, ...]],
+        operation: Operation,
+        resource_type: ResourceType,
+        name: str,
     ) -> AclDecision:
         allowed_by: AclDecision | None = None
-        for rule in self._rules_by_id[rules_id].get(resource_type, ()):
+        for rule in rules.get(resource_type, ()):
             if operation in rule.operations and rule.matches_name(name):
                 if rule.deny:
                     return rule.decision

@@ -474,6 +474,25 @@ def test_caches_stay_bounded_and_correct() -> None:
     assert len(acl._decisions) <= 5
 
 
+def test_a_view_outlives_a_cache_reset_between_its_lookup_and_its_use() -> None:
+    # A decision thread (gateway.decision_threads) may look a principal up just
+    # before the event loop resets the caches for another principal: the view it
+    # holds must still decide, from its own rules.
+    acl = engine(rule("User:alice", name="orders"), rule("User:alice", name="x", effect="deny"))
+    lookup = acl._view
+
+    def lookup_then_reset(principal: Principal) -> Any:
+        view = lookup(principal)
+        acl._clear_caches()
+        return view
+
+    acl._view = lookup_then_reset  # type: ignore[method-assign]
+    assert allowed(acl, ALICE, READ, TOPIC, "orders")
+    assert not allowed(acl, ALICE, READ, TOPIC, "x")
+    assert acl.name_decider(ALICE, READ, TOPIC)("orders").allowed
+    assert acl.authorize_any(ALICE, READ, TOPIC).allowed
+
+
 # --------------------------------------------------------------------------------------
 # properties against a reference implementation (no caching, Kafka's rules spelt out)
 
