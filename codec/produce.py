@@ -146,3 +146,37 @@ def _read_flexible(r: Reader, count: int) -> list[ProducePartition]:
     check_within(pos, end, "produce records")
     r.pos = pos
     return out
+
+
+def produce_entries_exceed(frame: Buffer, body_offset: int, version: int, limit: int) -> bool:
+    """Whether a Produce request declares more than ``limit`` topic and partition
+    entries, reading at most about ``limit`` entry heads (records are skipped).
+
+    The declared counts are the client's: a lie only makes this answer True early,
+    so callers may use it to pick where to do per-entry work, never to trust sizes.
+    A malformed request answers False: its own decoding fails within ``limit`` entries.
+    """
+    _check_version(version)
+    flexible = version >= _FIRST_FLEXIBLE
+    r = Reader(frame, body_offset)
+    try:
+        _skip_transactional_id(r, version)
+        r.skip(6, "acks, timeout_ms")
+        declared = array_count(r, flexible, "topics")
+        for _ in range(declared):
+            if declared > limit:
+                return True
+            if version >= _FIRST_TOPIC_ID:
+                r.skip(16, "topic id")
+            else:
+                skip_string(r, flexible)
+            count = array_count(r, flexible, "partitions")
+            declared += count
+            if declared > limit:
+                return True
+            _read_flexible(r, count) if flexible else _read_classic(r, count)
+            if flexible:
+                r.skip_tagged_fields()
+    except CodecError:
+        return False
+    return declared > limit

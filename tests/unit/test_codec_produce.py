@@ -20,6 +20,7 @@ from codec.produce import (
     ProduceSummary,
     ProduceTopic,
     produce_acks,
+    produce_entries_exceed,
     produce_topics,
 )
 
@@ -54,6 +55,30 @@ def test_scan_matches_kio(version: int, data: Any) -> None:
         assert [p.index for p in topic.partitions] == [p.index for p in expected.partition_data]
         for part, exp in zip(topic.partitions, expected.partition_data, strict=True):
             assert frame[part.records_start : part.records_end] == (exp.records or b"")
+
+
+@pytest.mark.parametrize("version", range(3, 14))
+@SETTINGS
+@given(data=st.data(), limit=st.integers(0, 12))
+def test_entries_exceed_counts_topics_and_partitions(version: int, data: Any, limit: int) -> None:
+    message = data.draw(produce_requests(version))
+    frame, offset = _frame(version, encode(message))
+    entries = sum(1 + len(topic.partition_data) for topic in message.topic_data)
+    assert produce_entries_exceed(frame, offset, version, limit) is (entries > limit)
+
+
+def test_entries_exceed_stops_at_the_limit_and_never_trusts_counts() -> None:
+    # v3: transactional_id null, acks, timeout, then 100 topics declared: answered
+    # from the declared count before anything is read of them.
+    body = struct.pack(">hhii", -1, 1, 1000, 100) + b"\xff" * 200
+    frame, offset = _frame(3, body)
+    assert produce_entries_exceed(frame, offset, 3, 64)
+    # More than the bytes could hold: malformed, refused inline by the decoder.
+    frame, offset = _frame(3, struct.pack(">hhii", -1, 1, 1000, 2**31 - 1))
+    assert not produce_entries_exceed(frame, offset, 3, 64)
+    # Malformed within the limit: False (its own decoding fails there, inline).
+    frame, offset = _frame(3, struct.pack(">hhii", -1, 1, 1000, 2) + b"\x00\x05ab")
+    assert not produce_entries_exceed(frame, offset, 3, 64)
 
 
 @pytest.mark.parametrize("version", range(3, 14))
