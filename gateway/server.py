@@ -24,6 +24,7 @@ import trio
 
 from codec import api_versions
 from gateway.cluster import VirtualCluster
+from gateway.decision_threads import freeze_start_up_objects
 from gateway.workers import HANDLED_SIGNALS, block_handled_signals, unblock_handled_signals
 from policies.authorization.messages import preload_request_decoders
 from policies.config import GatewayConfig
@@ -55,6 +56,7 @@ async def _preload_request_decoders() -> None:
     prepared = await trio.to_thread.run_sync(
         preload_request_decoders, api_versions.gateway_version_ranges(), abandon_on_cancel=True
     )
+    freeze_start_up_objects()
     log.info(
         "request_decoders_preloaded",
         request_classes=prepared,

@@ -44,7 +44,7 @@ from codec.sasl import DEFAULT_MAX_SASL_RECEIVE_SIZE
 from codec.stream import BufferedFrame, Decider, Decision, FrameStream, Piece
 from codec.throttle import patch_throttle_time, throttle_first_in_body
 from gateway.client_auth import Answer, AuthenticationClosed, ClientAuthentication, Route
-from gateway.enforcement import Enforcement
+from gateway.enforcement import Enforcement, decides_in_thread
 from gateway.logs import debug_enabled
 from gateway.net import UpstreamUnavailable
 from gateway.upstream import open_upstream
@@ -180,6 +180,8 @@ class ClientSession:
         self._muted_until = 0.0
         #: Set by the response side when a full in-flight queue has room again.
         self._in_flight_room: trio.Event | None = None
+        #: Set by the response side after each read, while a Fetch decision waits.
+        self._responses_moved: trio.Event | None = None
         self.log = structlog.get_logger("gateway.session").bind(
             virtual_cluster=cluster.name,
             client=peer,
@@ -372,7 +374,7 @@ class ClientSession:
                 outgoing += (size_prefix(len(piece.frame)), piece.frame)
                 continue
             if isinstance(context, _AwaitingAuthorization):
-                forward = await self._authorize(context.entry, bytes(piece.frame))
+                forward = await self._authorize(context.entry, bytes(piece.frame), outgoing)
                 if forward is not None:
                     outgoing += (size_prefix(len(forward)), forward)
                 if time.perf_counter() > turn_ends:  # let other connections run
@@ -413,8 +415,18 @@ class ClientSession:
             self.guard.login()
         self._requests.max_frame_bytes = self._request_frame_limit()
 
-    async def _authorize(self, entry: InFlight, frame: bytes) -> bytes | None:
-        """Apply ACLs and per-topic quotas; return what to forward upstream, if anything."""
+    async def _authorize(
+        self, entry: InFlight, frame: bytes, outgoing: list[Buffer]
+    ) -> bytes | None:
+        """Apply ACLs and per-topic quotas; return what to forward upstream, if anything.
+
+        ``outgoing`` (requests decided before this one, not sent yet) is sent first
+        when this decision must wait for responses to them.
+        """
+        if entry.api_key == FETCH and decides_in_thread(FETCH, entry.api_version, frame):
+            await self._send_upstream(outgoing)
+            outgoing.clear()
+            await self._settle_fetch_responses(entry)
         verdict = await self.enforcement.authorize(
             entry.api_key, entry.api_version, frame, entry.client_id
         )
@@ -435,6 +447,20 @@ class ClientSession:
         if entry.api_key == PRODUCE and self._produce_acks(verdict.forward, entry.api_version) == 0:
             self.in_flight.remove(entry)  # acks=0: the broker will not answer
         return verdict.forward
+
+    async def _settle_fetch_responses(self, entry: InFlight) -> None:
+        """Wait until no earlier Fetch response is pending or streaming.
+
+        A Fetch decided in a thread moves the fetch-session mirror that the checks
+        of Fetch responses read and move too, so none may run meanwhile. Clients
+        send one Fetch per connection at a time; only a pipelining one waits here.
+        """
+        while self._responses.in_frame or any(
+            e.api_key == FETCH and not e.local and e is not entry for e in self.in_flight
+        ):
+            self._responses_moved = trio.Event()
+            await self._responses_moved.wait()
+        self._responses_moved = None
 
     def _charge(self, delay_ms: int, entry: InFlight | None) -> None:
         """Throttle: report the delay in the response and stop reading for that long."""
@@ -633,6 +659,8 @@ class ClientSession:
                 if outgoing:
                     await self._send_to_client(outgoing)
             self._note_in_flight_room()
+            if self._responses_moved is not None:
+                self._responses_moved.set()
 
     def _decide_response(self, head: memoryview, size: int) -> tuple[Decision, Any, bytes | None]:
         """Match a response to its request; buffer it only if it must be rewritten."""

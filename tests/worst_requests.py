@@ -61,6 +61,23 @@ def _fetch(count: int, prefix: str) -> bytes:
     return _frame(1, 12, body)
 
 
+def _produce(count: int, prefix: str) -> bytes:
+    cls = load_request_schema(0, 11)
+    entry = element_type(cls, "topic_data")
+    part = build_entity(element_type(entry, "partition_data"), index=0, records=None)
+    topics = tuple(
+        build_entity(entry, name=f"{prefix}{i}", partition_data=(part,)) for i in range(count)
+    )
+    body = build_entity(
+        cls,
+        transactional_id=None,
+        acks=-1,
+        timeout=datetime.timedelta(seconds=5),
+        topic_data=topics,
+    )
+    return _frame(0, 11, body)
+
+
 def _list_offsets(count: int, prefix: str) -> bytes:
     cls = load_request_schema(2, 7)
     entry = element_type(cls, "topics")
@@ -149,6 +166,7 @@ def _offset_delete(count: int, prefix: str) -> bytes:
 
 #: ``name -> (api_key, builder(count, prefix))``.
 WORST_REQUESTS: Final[dict[str, tuple[int, Callable[[int, str], bytes]]]] = {
+    "Produce": (0, _produce),
     "Metadata": (3, _metadata),
     "Fetch": (1, _fetch),
     "ListOffsets": (2, _list_offsets),
