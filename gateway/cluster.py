@@ -113,6 +113,10 @@ class VirtualCluster:
         """The name of a topic id seen in any Metadata response (or looked up), else None."""
         return self.topic_ids.name_of(topic_id)
 
+    def known_topic_name(self, topic_id: uuid.UUID) -> str | None:
+        """:meth:`topic_name` without indexing pending responses: safe in a thread."""
+        return self.topic_ids.known_name(topic_id)
+
     async def resolve_topic_ids(self, topic_ids: Iterable[uuid.UUID]) -> None:
         """Look up upstream the ids no Metadata response has shown yet (single-flight)."""
         await self.topic_ids.resolve(topic_ids)

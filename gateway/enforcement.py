@@ -77,7 +77,7 @@ def decides_in_thread(api_key: int, api_version: int, frame: bytes) -> bool:
 audit_log = structlog.get_logger("gateway.audit")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Context:
     """What the per-API checks see of this connection (``AuthorizationContext``)."""
 
@@ -86,9 +86,15 @@ class _Context:
     cluster: VirtualCluster
     #: Ids asked for that the cluster did not know: looked up, then decided again.
     unknown_ids: list[uuid.UUID] = field(default_factory=list)
+    #: While deciding in a thread: topic ids are only read from what is indexed
+    #: (the rest go to ``unknown_ids``, which the event loop resolves).
+    in_thread: bool = False
 
     def topic_name(self, topic_id: uuid.UUID) -> str | None:
-        name = self.cluster.topic_name(topic_id)
+        cluster = self.cluster
+        name = (
+            cluster.known_topic_name(topic_id) if self.in_thread else cluster.topic_name(topic_id)
+        )
         if name is None:
             self.unknown_ids.append(topic_id)
         return name
@@ -250,15 +256,20 @@ class Enforcement:
         """:meth:`_decide`, inline or in a decision thread.
 
         In a thread, the decision shares only what is safe to share: the ACL engine
-        (see :class:`~policies.acl.engine.AclEngine`), read-only maps, and memo
-        caches that are only added to. This connection's own state is not touched
-        meanwhile: its request pump awaits this call, and a Fetch waits for the
-        connection's Fetch responses first (``ClientSession._authorize``), since
-        their checks share the fetch-session mirror.
+        (see :class:`~policies.acl.engine.AclEngine`), the topic-id map read only
+        (:attr:`_Context.in_thread`), and memo caches that are only added to. This
+        connection's own state is not touched meanwhile: its request pump awaits
+        this call, and a Fetch waits for the connection's Fetch responses first
+        (``ClientSession._authorize``), since their checks share the fetch-session
+        mirror.
         """
         if not in_thread:
             return self._decide(context, api_key, api_version, frame, acl)
-        return await run_decision(self._decide, context, api_key, api_version, frame, acl)
+        context.in_thread = True
+        try:
+            return await run_decision(self._decide, context, api_key, api_version, frame, acl)
+        finally:
+            context.in_thread = False
 
     def _decide(
         self, context: _Context, api_key: int, api_version: int, frame: bytes, acl: Authorizer

@@ -88,6 +88,12 @@ class TopicIds:
             name = self._names.get(topic_id)
         return name
 
+    def known_name(self, topic_id: uuid.UUID) -> str | None:
+        """The name of ``topic_id`` if indexed already; only reads, so a decision
+        thread may call it while the event loop learns more (:meth:`name_of` indexes
+        pending responses, which only the event loop may do)."""
+        return self._names.get(topic_id)
+
     def _read_unread(self) -> None:
         while self._unread:
             frame, offset, version = self._unread.popleft()

@@ -39,7 +39,10 @@ METADATA_TOPICS = 100_000
 
 def _enforcement() -> Enforcement:
     cluster = SimpleNamespace(
-        name="bench", policies=SimpleNamespace(acl=AclEngine(ACL)), topic_name=lambda _: None
+        name="bench",
+        policies=SimpleNamespace(acl=AclEngine(ACL)),
+        topic_name=lambda _: None,
+        known_topic_name=lambda _: None,
     )
     auth = SimpleNamespace(
         principal=Principal(name="mallory", mechanism="PLAIN"), client_address="127.0.0.1:1"

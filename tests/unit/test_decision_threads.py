@@ -115,7 +115,10 @@ def test_what_is_decided_in_a_thread() -> None:
 def _enforcement() -> Enforcement:
     acl = AclEngine(AuthorizationConfig.model_validate({"default": "deny", "rules": []}))
     cluster = SimpleNamespace(
-        name="unit", policies=SimpleNamespace(acl=acl), topic_name=lambda _: None
+        name="unit",
+        policies=SimpleNamespace(acl=acl),
+        topic_name=lambda _: None,
+        known_topic_name=lambda _: None,
     )
     auth = SimpleNamespace(
         principal=Principal(name="mallory", mechanism="PLAIN"), client_address="127.0.0.1:1"

@@ -105,6 +105,17 @@ def test_ids_stay_resolved_after_the_responses_were_read() -> None:
     assert len(ids) == 22
 
 
+def test_known_name_only_reads_what_is_indexed() -> None:
+    # A decision thread asks known_name: it must not index pending responses (only
+    # the event loop mutates the map); a miss is resolved on the loop, then re-asked.
+    ids = TopicIds(no_lookup, LOG)
+    topic_id = uuid.uuid4()
+    ids.remember(metadata_frame({topic_id: "orders"}), 5, 12)
+    assert ids.known_name(topic_id) is None
+    assert ids.name_of(topic_id) == "orders"
+    assert ids.known_name(topic_id) == "orders"
+
+
 def test_metadata_before_v10_teaches_nothing() -> None:
     ids = TopicIds(no_lookup, LOG)
     topic_id = uuid.uuid4()
