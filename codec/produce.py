@@ -81,8 +81,19 @@ def produce_acks(frame: Buffer, body_offset: int, version: int) -> int:
     return r.int16()
 
 
-def produce_topics(frame: Buffer, body_offset: int, version: int) -> ProduceSummary:
-    """Topics, partitions and record spans of a Produce request, in one pass."""
+class TooManyEntries(Exception):
+    """A Produce request holds more topic and partition entries than the caller's
+    ``max_entries``: not an error, a signal to do the per-entry work elsewhere."""
+
+
+def produce_topics(
+    frame: Buffer, body_offset: int, version: int, max_entries: int | None = None
+) -> ProduceSummary:
+    """Topics, partitions and record spans of a Produce request, in one pass.
+
+    With ``max_entries``, raises :class:`TooManyEntries` as soon as the topic and
+    partition counts declared so far exceed it (before reading more of them).
+    """
     _check_version(version)
     flexible = version >= _FIRST_FLEXIBLE
     r = Reader(frame, body_offset)
@@ -91,18 +102,42 @@ def produce_topics(frame: Buffer, body_offset: int, version: int) -> ProduceSumm
         transactional_id = r.flex_nullable_string(flexible)
     r.skip(6, "acks, timeout_ms")
     acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(frame, r.pos - 6)
-    topics = [_read_topic(r, version, flexible) for _ in range(array_count(r, flexible, "topics"))]
+    count = array_count(r, flexible, "topics")
+    if max_entries is None:
+        topics = [_read_topic(r, version, flexible) for _ in range(count)]
+    else:
+        topics = _read_topics_within(r, version, flexible, count, max_entries)
     if flexible:
         r.skip_tagged_fields()
     return ProduceSummary(transactional_id, acks, timeout_ms, topics)
 
 
-def _read_topic(r: Reader, version: int, flexible: bool) -> ProduceTopic:
+def _read_topics_within(
+    r: Reader, version: int, flexible: bool, count: int, max_entries: int
+) -> list[ProduceTopic]:
+    entries = count
+    topics = []
+    for _ in range(count):
+        if entries > max_entries:
+            raise TooManyEntries(f"more than {max_entries} topic and partition entries")
+        topic = _read_topic(r, version, flexible, max_entries - entries)
+        entries += len(topic.partitions)
+        topics.append(topic)
+    if entries > max_entries:
+        raise TooManyEntries(f"more than {max_entries} topic and partition entries")
+    return topics
+
+
+def _read_topic(
+    r: Reader, version: int, flexible: bool, max_partitions: int | None = None
+) -> ProduceTopic:
     if version >= _FIRST_TOPIC_ID:
         name, topic_id = None, r.uuid()
     else:
         name, topic_id = r.flex_string(flexible), None
     count = array_count(r, flexible, "partitions")
+    if max_partitions is not None and count > max_partitions:
+        raise TooManyEntries(f"more than {max_partitions} more partition entries")
     partitions = _read_flexible(r, count) if flexible else _read_classic(r, count)
     if flexible:
         r.skip_tagged_fields()
@@ -146,37 +181,3 @@ def _read_flexible(r: Reader, count: int) -> list[ProducePartition]:
     check_within(pos, end, "produce records")
     r.pos = pos
     return out
-
-
-def produce_entries_exceed(frame: Buffer, body_offset: int, version: int, limit: int) -> bool:
-    """Whether a Produce request declares more than ``limit`` topic and partition
-    entries, reading at most about ``limit`` entry heads (records are skipped).
-
-    The declared counts are the client's: a lie only makes this answer True early,
-    so callers may use it to pick where to do per-entry work, never to trust sizes.
-    A malformed request answers False: its own decoding fails within ``limit`` entries.
-    """
-    _check_version(version)
-    flexible = version >= _FIRST_FLEXIBLE
-    r = Reader(frame, body_offset)
-    try:
-        _skip_transactional_id(r, version)
-        r.skip(6, "acks, timeout_ms")
-        declared = array_count(r, flexible, "topics")
-        for _ in range(declared):
-            if declared > limit:
-                return True
-            if version >= _FIRST_TOPIC_ID:
-                r.skip(16, "topic id")
-            else:
-                skip_string(r, flexible)
-            count = array_count(r, flexible, "partitions")
-            declared += count
-            if declared > limit:
-                return True
-            _read_flexible(r, count) if flexible else _read_classic(r, count)
-            if flexible:
-                r.skip_tagged_fields()
-    except CodecError:
-        return False
-    return declared > limit

@@ -26,13 +26,14 @@ import structlog
 from codec.fetch_sizes import fetch_record_bytes
 from codec.headers import parse_request_header, response_body_offset
 from codec.primitives import CodecError
-from codec.produce import produce_entries_exceed, produce_topics
+from codec.produce import TooManyEntries, produce_topics
 from gateway.decision_threads import run_decision
 from gateway.logs import debug_enabled
 from policies.acl.engine import ConstantDecider
 from policies.acl.model import AclDecision, Authorizer, Operation, ResourceType
 from policies.auth.principal import Principal
 from policies.authorization import NO_AUTHORIZATION, Denial, RequestVerdict, authorize_request
+from policies.authorization.data import authorize_produce
 from policies.authorization.fetch_sessions import (
     FetchExchange,
     FetchResponseCheck,
@@ -55,23 +56,17 @@ AUDIT_SAMPLE = 16
 #: ~25 ms even with every entry refused), where the thread hop (~60-150 µs of CPU)
 #: would cost more than it saves.
 THREAD_DECISION_BYTES = 16 * 1024
-#: A Produce is judged by its topic and partition entries instead: its records are
-#: never read, so its size says nothing about the work, and most are large.
+#: A Produce is judged by its topic and partition entries instead (its records are
+#: never read, so its size says nothing about the work, and most are large): it is
+#: decided inline until its scan finds more entries than this, then in a thread.
 THREAD_DECISION_PRODUCE_ENTRIES = 64
 
 
-def decides_in_thread(api_key: int, api_version: int, frame: bytes) -> bool:
-    """Whether the ACL decision of this request runs in a worker thread (see
-    :data:`THREAD_DECISION_BYTES`)."""
-    if api_key != PRODUCE:
-        return len(frame) >= THREAD_DECISION_BYTES
-    try:
-        body_offset = parse_request_header(frame).body_offset
-        return produce_entries_exceed(
-            frame, body_offset, api_version, THREAD_DECISION_PRODUCE_ENTRIES
-        )
-    except CodecError:
-        return False  # refused inline, as soon as its header is read
+def decides_in_thread(api_key: int, frame: bytes) -> bool:
+    """Whether the ACL decision of this request runs in a worker thread from the
+    start (see :data:`THREAD_DECISION_BYTES`). A Produce starts inline and moves
+    there once it proves to hold many entries (:meth:`Enforcement._decide`)."""
+    return api_key != PRODUCE and len(frame) >= THREAD_DECISION_BYTES
 
 
 audit_log = structlog.get_logger("gateway.audit")
@@ -226,7 +221,7 @@ class Enforcement:
         saved_session = (
             self.fetch_sessions.save() if api_key == FETCH and api_version >= 13 else None
         )
-        in_thread = decides_in_thread(api_key, api_version, frame)
+        in_thread = decides_in_thread(api_key, frame)
         verdict = await self._decide_where_cheapest(
             in_thread, context, api_key, api_version, frame, acl
         )
@@ -264,7 +259,11 @@ class Enforcement:
         mirror.
         """
         if not in_thread:
-            return self._decide(context, api_key, api_version, frame, acl)
+            try:
+                return self._decide(context, api_key, api_version, frame, acl)
+            except TooManyEntries:  # a Produce, found large before any work for it
+                context.authorizer.allowed = 0
+                context.unknown_ids.clear()
         context.in_thread = True
         try:
             return await run_decision(self._decide, context, api_key, api_version, frame, acl)
@@ -277,6 +276,10 @@ class Enforcement:
         try:
             if api_key == FETCH:
                 return self._authorize_fetch(context, api_version, frame, acl)
+            if api_key == PRODUCE:
+                inline = not context.in_thread
+                limit = THREAD_DECISION_PRODUCE_ENTRIES if inline else None
+                return authorize_produce(context, frame, api_version, limit)
             return authorize_request(context, api_key, api_version, frame)
         except MessageError as exc:
             reason = f"cannot authorize {api_name(api_key)} v{api_version} request: {exc}"

@@ -423,7 +423,7 @@ class ClientSession:
         ``outgoing`` (requests decided before this one, not sent yet) is sent first
         when this decision must wait for responses to them.
         """
-        if entry.api_key == FETCH and decides_in_thread(FETCH, entry.api_version, frame):
+        if entry.api_key == FETCH and decides_in_thread(FETCH, frame):
             await self._send_upstream(outgoing)
             outgoing.clear()
             await self._settle_fetch_responses(entry)

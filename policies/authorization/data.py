@@ -517,8 +517,14 @@ def _produce_key(topic: ProduceTopic, version: int) -> TopicKey:
     return topic.topic_id if version >= _FIRST_PRODUCE_TOPIC_ID else topic.name
 
 
-def authorize_produce(context: AuthorizationContext, frame: bytes, version: int) -> RequestVerdict:
+def authorize_produce(
+    context: AuthorizationContext, frame: bytes, version: int, max_entries: int | None = None
+) -> RequestVerdict:
     """Kafka's ``handleProduceRequest`` checks, without decoding the records.
+
+    With ``max_entries``, a request with more topic and partition entries raises
+    :class:`~codec.produce.TooManyEntries` after reading at most that many, so the
+    caller can decide it where per-entry work stalls no one.
 
     A transactional producer needs Write on its transactional id, else every
     partition gets ``TRANSACTIONAL_ID_AUTHORIZATION_FAILED``; each topic needs
@@ -528,7 +534,7 @@ def authorize_produce(context: AuthorizationContext, frame: bytes, version: int)
     """
     try:
         body_offset = parse_request_header(frame).body_offset
-        summary = produce_topics(frame, body_offset, version)
+        summary = produce_topics(frame, body_offset, version, max_entries)
     except CodecError as exc:
         raise MessageError(f"malformed Produce v{version} request: {exc}") from None
     checks = Decisions(context)

@@ -19,8 +19,8 @@ from codec.produce import (
     ProducePartition,
     ProduceSummary,
     ProduceTopic,
+    TooManyEntries,
     produce_acks,
-    produce_entries_exceed,
     produce_topics,
 )
 
@@ -60,25 +60,26 @@ def test_scan_matches_kio(version: int, data: Any) -> None:
 @pytest.mark.parametrize("version", range(3, 14))
 @SETTINGS
 @given(data=st.data(), limit=st.integers(0, 12))
-def test_entries_exceed_counts_topics_and_partitions(version: int, data: Any, limit: int) -> None:
+def test_max_entries_stops_the_scan_of_larger_requests(version: int, data: Any, limit: int) -> None:
     message = data.draw(produce_requests(version))
     frame, offset = _frame(version, encode(message))
     entries = sum(1 + len(topic.partition_data) for topic in message.topic_data)
-    assert produce_entries_exceed(frame, offset, version, limit) is (entries > limit)
+    if entries > limit:
+        with pytest.raises(TooManyEntries):
+            produce_topics(frame, offset, version, max_entries=limit)
+    else:
+        assert produce_topics(frame, offset, version, limit) == produce_topics(
+            frame, offset, version
+        )
 
 
-def test_entries_exceed_stops_at_the_limit_and_never_trusts_counts() -> None:
-    # v3: transactional_id null, acks, timeout, then 100 topics declared: answered
-    # from the declared count before anything is read of them.
-    body = struct.pack(">hhii", -1, 1, 1000, 100) + b"\xff" * 200
-    frame, offset = _frame(3, body)
-    assert produce_entries_exceed(frame, offset, 3, 64)
-    # More than the bytes could hold: malformed, refused inline by the decoder.
-    frame, offset = _frame(3, struct.pack(">hhii", -1, 1, 1000, 2**31 - 1))
-    assert not produce_entries_exceed(frame, offset, 3, 64)
-    # Malformed within the limit: False (its own decoding fails there, inline).
-    frame, offset = _frame(3, struct.pack(">hhii", -1, 1, 1000, 2) + b"\x00\x05ab")
-    assert not produce_entries_exceed(frame, offset, 3, 64)
+def test_max_entries_is_checked_against_declared_counts_before_reading_them() -> None:
+    # v3: transactional_id null, acks, timeout, then 100 topics declared and garbage:
+    # refused as too many before any of it is read (a malformed one would raise
+    # CodecError, closing the connection, instead).
+    frame, offset = _frame(3, struct.pack(">hhii", -1, 1, 1000, 100) + b"\xff" * 200)
+    with pytest.raises(TooManyEntries):
+        produce_topics(frame, offset, 3, max_entries=64)
 
 
 @pytest.mark.parametrize("version", range(3, 14))

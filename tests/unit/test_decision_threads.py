@@ -28,7 +28,6 @@ from gateway.cluster import VirtualCluster
 from gateway.decision_threads import DECISION_THREADS, run_decision
 from gateway.enforcement import (
     THREAD_DECISION_BYTES,
-    THREAD_DECISION_PRODUCE_ENTRIES,
     Enforcement,
     decides_in_thread,
 )
@@ -103,13 +102,10 @@ def test_what_is_decided_in_a_thread() -> None:
     small = worst_request("Metadata", 10)[1]
     large = worst_request("Metadata", 2_000)[1]
     assert len(small) < THREAD_DECISION_BYTES <= len(large)
-    assert not decides_in_thread(3, 12, small)
-    assert decides_in_thread(3, 12, large)
-    # A Produce by its entries: a large frame with few partitions stays inline.
-    few = worst_request("Produce", THREAD_DECISION_PRODUCE_ENTRIES // 2)[1]
-    many = worst_request("Produce", THREAD_DECISION_PRODUCE_ENTRIES)[1]
-    assert not decides_in_thread(0, 11, few)
-    assert decides_in_thread(0, 11, many)
+    assert not decides_in_thread(3, small)
+    assert decides_in_thread(3, large)
+    # A Produce starts inline whatever its size (its records are not read).
+    assert not decides_in_thread(0, large)
 
 
 def _enforcement() -> Enforcement:
@@ -126,11 +122,17 @@ def _enforcement() -> Enforcement:
     return Enforcement(cluster, auth, structlog.get_logger("unit"))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("name", "version", "threshold"),
+    [
+        ("OffsetFetch", 8, "THREAD_DECISION_BYTES"),
+        ("Produce", 11, "THREAD_DECISION_PRODUCE_ENTRIES"),
+    ],
+)
 async def test_a_large_request_gets_the_same_answer_while_the_loop_keeps_running(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, name: str, version: int, threshold: str
 ) -> None:
-    api_key, frame = worst_request("OffsetFetch", 3_000)
-    assert decides_in_thread(api_key, 8, frame)
+    api_key, frame = worst_request(name, 3_000)
     ticks = 0
     deciding = True
 
@@ -142,16 +144,16 @@ async def test_a_large_request_gets_the_same_answer_while_the_loop_keeps_running
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(other_connection)
-        threaded = await _enforcement().authorize(api_key, 8, frame, "unit")
+        threaded = await _enforcement().authorize(api_key, version, frame, "unit")
         deciding = False
     assert ticks > 1  # the loop ran other tasks while the decision was being made
 
-    monkeypatch.setattr(enforcement_module, "THREAD_DECISION_BYTES", len(frame) + 1)
+    monkeypatch.setattr(enforcement_module, threshold, len(frame) + 1)
     ticks = 0
     deciding = True
     async with trio.open_nursery() as nursery:
         nursery.start_soon(other_connection)
-        inline = await _enforcement().authorize(api_key, 8, frame, "unit")
+        inline = await _enforcement().authorize(api_key, version, frame, "unit")
         deciding = False
     assert ticks <= 1  # inline: nothing else ran meanwhile
     assert threaded.local_response is not None
@@ -236,7 +238,7 @@ async def test_a_large_fetch_behind_another_waits_for_its_answer_before_being_de
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     upstream = listeners[0].socket.getsockname()[1]
     large = _fetch_v4(2, 600)
-    assert decides_in_thread(FETCH, 4, large)
+    assert decides_in_thread(FETCH, large)
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, broker.serve, listeners)
         async with gateway_allowing_reads(upstream) as port:
