@@ -464,7 +464,7 @@ def test_reloads_reach_both_workers_under_a_running_producer_and_consumer(
         assert revoked_topic_answers(gateway) == {0: {0}, 1: {0}}
 
         with RunningPair(gateway.bootstrap) as pair:
-            pair.wait_for_more(100)
+            pair.wait_for_more(100)  # the consumer has joined its group
 
             # 1. SIGHUP to the supervisor: both workers apply the revocation.
             write_config(gateway, with_authorization(gateway, load_authorization(False)))
@@ -477,7 +477,7 @@ def test_reloads_reach_both_workers_under_a_running_producer_and_consumer(
                 0: {TOPIC_AUTHORIZATION_FAILED},
                 1: {TOPIC_AUTHORIZATION_FAILED},
             }
-            pair.wait_for_more(100)
+            pair.wait_for_more(50)
 
             # 2. An invalid file: the supervisor rejects it, no worker ever sees it, and
             #    both keep the rules in force (the file would have allowed the topic again).
@@ -495,7 +495,7 @@ def test_reloads_reach_both_workers_under_a_running_producer_and_consumer(
                 1: {TOPIC_AUTHORIZATION_FAILED},
             }
             assert worker_reload_events(gateway, mark) == []
-            pair.wait_for_more(100)
+            pair.wait_for_more(50)
 
             # 3. `kafka-gateway reload --pid <supervisor>`: validated, then forwarded.
             write_config(gateway, with_authorization(gateway, load_authorization(True)))
@@ -513,7 +513,7 @@ def test_reloads_reach_both_workers_under_a_running_producer_and_consumer(
                 "config_reloaded"
             ] * 2
             assert revoked_topic_answers(gateway) == {0: {0}, 1: {0}}
-            pair.wait_for_more(100)
+            pair.wait_for_more(50)
 
             pair.stop_producing()
             wait_until(
