@@ -26,7 +26,7 @@ from tests.integration.test_authorization import (
     log_has_no_password,
     plain_listener,
 )
-from tests.integration.test_quotas import authenticate
+from tests.integration.test_quotas import METADATA, authenticate
 from tests.raw_kafka import RawKafkaConnection
 
 pytestmark = pytest.mark.kafka
@@ -247,6 +247,13 @@ def login_error(gateway: RunningGateway, user: str) -> int:
         return authenticate(conn, user)
 
 
+def advertised_hosts(gateway: RunningGateway, user: str) -> set[str]:
+    """The broker hosts a Metadata response through the gateway tells ``user`` about."""
+    with RawKafkaConnection(gateway.bootstrap) as conn:
+        assert authenticate(conn, user) == 0
+        return {broker.host for broker in conn.request(METADATA).brokers}
+
+
 SASL_AUTHENTICATION_FAILED = 58
 
 
@@ -261,6 +268,7 @@ def test_reload_replaces_credentials_and_names_what_needs_a_restart(
     ) as gateway:
         assert login_error(gateway, "bob") == 0
         assert login_error(gateway, "carol") == SASL_AUTHENTICATION_FAILED
+        assert advertised_hosts(gateway, "bob") == {"127.0.0.1"}
 
         # carol replaces bob; the advertised host changes too (only a restart applies it).
         config = json.loads(gateway.config_path.read_text())
@@ -278,4 +286,6 @@ def test_reload_replaces_credentials_and_names_what_needs_a_restart(
         restart = wait_for_new_event(gateway, {"config_reload_needs_restart"}, seen_restart)
         assert "test: listener.advertised_host" in restart["changes"], restart
         assert not any("authentication" in change for change in restart["changes"]), restart
+        # ... and it is not in force: clients are still sent to the old host.
+        assert advertised_hosts(gateway, "carol") == {"127.0.0.1"}
         log_has_no_password(gateway)
