@@ -5,9 +5,8 @@ A handler in policies/authorization takes a context (``principal``, ``authorizer
 
 - ``FakeAuthorizer`` answers from a fixed list of (operation, resource type, name)
   questions and records every question asked, in order. Built by ``allowing`` (only
-  the listed questions pass; the rest are refused by the engine's ``default`` rule,
-  as when no ACL rule matches) or by ``denying`` (only the listed questions are
-  refused, by ``DENYING_RULE``).
+  the listed questions pass) or by ``denying`` (only the listed questions are
+  refused); every refusal names ``REFUSING_RULE``, as ``denial`` expects.
 - Frames carry a real request header (``CORRELATION_ID``, ``CLIENT_ID``); bodies are
   kio entities built strictly with ``splitting.build`` (a missing required field
   fails the test), or with ``fill_defaults=True`` through
@@ -49,10 +48,8 @@ NO_TIME = datetime.timedelta(0)
 
 #: The rule an allowed question is attributed to.
 ALLOWING_RULE = "rules[0]"
-#: The engine's rule name when no rule matches (an allow-list fake refuses with it).
-DEFAULT_RULE = "default"
-#: The rule a deny-list fake refuses its listed questions with.
-DENYING_RULE = "rules[7]"
+#: The rule every refusal of the fakes names: verdicts must report it as given.
+REFUSING_RULE = "rules[7]"
 
 Question = tuple[Operation, ResourceType, str]
 
@@ -63,10 +60,9 @@ Question = tuple[Operation, ResourceType, str]
 class FakeAuthorizer:
     """Answers each question by whether it is listed; records every question, in order.
 
-    ``listed_allowed``: True for an allow-list (unlisted questions are refused by
-    ``DEFAULT_RULE``), False for a deny-list (listed questions are refused by
-    ``DENYING_RULE``). ``allow_all`` lets every question pass. ``principal``: the one
-    principal the handler must ask about (the context's).
+    ``listed_allowed``: True for an allow-list (unlisted questions are refused), False
+    for a deny-list (listed questions are refused). ``allow_all`` lets every question
+    pass. ``principal``: the one principal the handler may ask about (the context's).
     """
 
     def __init__(
@@ -91,9 +87,7 @@ class FakeAuthorizer:
         self.questions.append(question)
         if self.allow_all or (question in self.listed) == self.listed_allowed:
             return AclDecision(allowed=True, rule=ALLOWING_RULE)
-        return AclDecision(
-            allowed=False, rule=DEFAULT_RULE if self.listed_allowed else DENYING_RULE
-        )
+        return AclDecision(allowed=False, rule=REFUSING_RULE)
 
 
 class FakeResourceTypeAuthorizer(FakeAuthorizer):
@@ -138,11 +132,9 @@ def denying(*questions: Question, **ids: uuid.UUID) -> FakeContext:
     return FakeContext(authorizer, {topic_id: name for name, topic_id in ids.items()})
 
 
-def denial(
-    operation: Operation, resource_type: ResourceType, name: str, rule: str = DENYING_RULE
-) -> Denial:
-    """The denial a ``denying`` context reports (``rule=DEFAULT_RULE`` for ``allowing``)."""
-    return Denial(operation, resource_type, name, rule)
+def denial(operation: Operation, resource_type: ResourceType, name: str) -> Denial:
+    """The denial a verdict reports when a fake authorizer refused the question."""
+    return Denial(operation, resource_type, name, REFUSING_RULE)
 
 
 # --- frames --------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from policies.authorization.messages import (
 from policies.authorization.verdict import Denial, RequestVerdict
 from tests.authorization_fakes import (
     CORRELATION_ID,
-    DEFAULT_RULE,
+    REFUSING_RULE,
     FakeContext,
     Question,
     allowing,
@@ -103,7 +103,7 @@ def denied(*triples: tuple[Operation, ResourceType, str]) -> set[tuple[Any, ...]
 
 
 def denial_triples(verdict: RequestVerdict) -> set[tuple[Any, ...]]:
-    assert all(isinstance(d, Denial) and d.rule == DEFAULT_RULE for d in verdict.denials)
+    assert all(isinstance(d, Denial) and d.rule == REFUSING_RULE for d in verdict.denials)
     assert len(verdict.denials) == len(
         {(d.operation, d.resource_type, d.name) for d in verdict.denials}
     )
