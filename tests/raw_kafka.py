@@ -14,18 +14,17 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from kio.index import load_request_schema, load_response_schema
+from kio.index import load_response_schema
 from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
+from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
+from kio.schema.sasl_handshake.v0.request import SaslHandshakeRequest as SaslHandshakeV0
+from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest as SaslHandshakeV1
 from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i16, i32
 
 from codec.headers import request_header_version, response_body_offset
 from policies.auth import plain_client_token
-
-SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
-#: The SaslAuthenticate version used for framed tokens (flexible, with session lifetime).
-SASL_AUTHENTICATE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -113,8 +112,8 @@ class RawKafkaConnection:
         v0 (legacy) sends them as bare size-prefixed frames with no request header."""
         self._legacy_sasl = version == 0
         self._sasl_correlation_id = 1
-        request = load_request_schema(SASL_HANDSHAKE, version)(mechanism=mechanism)
-        return self.request(request, self._sasl_correlation_id)
+        handshake = SaslHandshakeV0 if version == 0 else SaslHandshakeV1
+        return self.request(handshake(mechanism=mechanism), self._sasl_correlation_id)
 
     def sasl_token(self, token: bytes) -> SaslAnswer:
         """Send one client token in the flow the handshake chose; the server's answer.
@@ -125,8 +124,8 @@ class RawKafkaConnection:
             self.send_frame(token)
             return SaslAnswer(0, self.read_frame())
         self._sasl_correlation_id += 1
-        cls = load_request_schema(SASL_AUTHENTICATE, SASL_AUTHENTICATE_VERSION)
-        response = self.request(cls(auth_bytes=token), self._sasl_correlation_id)
+        request = SaslAuthenticateRequest(auth_bytes=token)  # v2
+        response = self.request(request, self._sasl_correlation_id)
         return SaslAnswer(int(response.error_code), bytes(response.auth_bytes))
 
     def plain_login(self, user: str, password: str, handshake_version: int = 1) -> SaslAnswer:
