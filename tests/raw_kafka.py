@@ -1,7 +1,9 @@
 """A raw, blocking Kafka connection for tests that must control every byte on the wire.
 
 Requests and responses are encoded and decoded with kio (generated from Kafka's own
-schemas), independently of the gateway's hand-written codec.
+schemas), independently of the gateway's hand-written codec. The one raw SASL login of
+the suite is here too: ``sasl_handshake`` then ``sasl_token`` per client token, in either
+flow the handshake version picks (``plain_login`` for the common PLAIN case).
 """
 
 from __future__ import annotations
@@ -9,15 +11,29 @@ from __future__ import annotations
 import io
 import socket
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from kio.index import load_response_schema
 from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
+from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
+from kio.schema.sasl_handshake.v0.request import SaslHandshakeRequest as SaslHandshakeV0
+from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest as SaslHandshakeV1
 from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i16, i32
 
 from codec.headers import request_header_version, response_body_offset
+from policies.auth import plain_client_token
+
+
+@dataclass(frozen=True)
+class SaslAnswer:
+    """The server's answer to one client token: its error code (0 in the legacy flow,
+    where a failure closes the connection instead) and its token."""
+
+    error_code: int
+    auth_bytes: bytes
 
 
 class RawKafkaConnection:
@@ -29,6 +45,8 @@ class RawKafkaConnection:
             (host, int(port)), timeout=timeout, source_address=source
         )
         self._buf = b""
+        self._legacy_sasl = False
+        self._sasl_correlation_id = 1
 
     def close(self) -> None:
         self.sock.close()
@@ -87,6 +105,36 @@ class RawKafkaConnection:
         got, response = self.read_response(int(request.__api_key__), int(request.__version__))
         assert got == correlation_id, f"expected correlation id {correlation_id}, got {got}"
         return response
+
+    def sasl_handshake(self, mechanism: str, version: int = 1) -> Any:
+        """SaslHandshake (correlation id 1); the decoded answer. The version picks the flow
+        of the tokens that follow: v1 (KIP-152) wraps each in a SaslAuthenticate request,
+        v0 (legacy) sends them as bare size-prefixed frames with no request header."""
+        self._legacy_sasl = version == 0
+        self._sasl_correlation_id = 1
+        handshake = SaslHandshakeV0 if version == 0 else SaslHandshakeV1
+        return self.request(handshake(mechanism=mechanism), self._sasl_correlation_id)
+
+    def sasl_token(self, token: bytes) -> SaslAnswer:
+        """Send one client token in the flow the handshake chose; the server's answer.
+
+        A refusal in the legacy flow closes the connection: ``ConnectionError``.
+        """
+        if self._legacy_sasl:
+            self.send_frame(token)
+            return SaslAnswer(0, self.read_frame())
+        self._sasl_correlation_id += 1
+        request = SaslAuthenticateRequest(auth_bytes=token)  # v2
+        response = self.request(request, self._sasl_correlation_id)
+        return SaslAnswer(int(response.error_code), bytes(response.auth_bytes))
+
+    def plain_login(self, user: str, password: str, handshake_version: int = 1) -> SaslAnswer:
+        """A SASL PLAIN login: the handshake's error, or the answer to the token (after a
+        v0 handshake, success is the empty token)."""
+        handshake = self.sasl_handshake("PLAIN", handshake_version)
+        if handshake.error_code != 0:
+            return SaslAnswer(int(handshake.error_code), b"")
+        return self.sasl_token(plain_client_token(user, password))
 
     def is_closed_by_peer(self, timeout: float = 10) -> bool:
         """True once the peer has closed the connection (reads return EOF or reset)."""

@@ -16,8 +16,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError as KafkaPythonError
 from kio.schema.metadata.v12.request import MetadataRequest
 
-from codec.sasl import sasl_authenticate_request_frame, sasl_handshake_request_frame
-from policies.auth import derive_scram_credential, hash_password, plain_client_token
+from policies.auth import derive_scram_credential, hash_password
 from tests.gateway_harness import RunningGateway, running_gateway
 from tests.integration.clients import consume_values, produce_values
 from tests.kafka_tools import console_consume, console_produce
@@ -271,12 +270,7 @@ def test_a_client_that_does_not_reauthenticate_is_closed(kafka_cluster, tmp_path
     with running_gateway(tmp_path, kafka_cluster.bootstrap_servers, listener=listener) as gateway:
         mark = gateway.log_mark()
         with RawKafkaConnection(gateway.bootstrap) as conn:
-            conn.send_raw(sasl_handshake_request_frame(1, "raw", "PLAIN", 1))
-            conn.read_frame()
-            conn.send_raw(
-                sasl_authenticate_request_frame(2, "raw", plain_client_token("alice", PASSWORD), 2)
-            )
-            conn.read_frame()
+            assert conn.plain_login("alice", PASSWORD).error_code == 0
             request = MetadataRequest(
                 topics=None,
                 allow_auto_topic_creation=False,
@@ -318,10 +312,8 @@ def test_legacy_unframed_plain_after_handshake_v0(sasl_gateway: RunningGateway) 
         topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False
     )
     with RawKafkaConnection(sasl_gateway.bootstrap) as conn:
-        conn.send_raw(sasl_handshake_request_frame(1, "legacy", "PLAIN", 0))
-        conn.read_frame()
-        conn.send_frame(plain_client_token("alice", PASSWORD))  # no header: a bare token
-        assert conn.read_frame() == b""  # PLAIN's empty success token, as from Kafka
+        answer = conn.plain_login("alice", PASSWORD, handshake_version=0)  # a bare token
+        assert answer.auth_bytes == b""  # PLAIN's empty success token, as from Kafka
         assert conn.request(request, 2).brokers
     sasl_gateway.wait_for_event(
         lambda e: (

@@ -15,11 +15,6 @@ from typing import Any
 import pytest
 
 from codec.errors import SASL_AUTHENTICATION_FAILED
-from codec.sasl import (
-    parse_sasl_authenticate_response_frame,
-    sasl_authenticate_request_frame,
-    sasl_handshake_request_frame,
-)
 from policies.auth import derive_scram_credential
 from policies.auth.oauthbearer import oauthbearer_client_token
 from policies.auth.scram import ScramClientSession
@@ -88,11 +83,9 @@ def login(gateway: RunningGateway, mechanism: str, *tokens: bytes) -> list[tuple
     """Handshake, then one SaslAuthenticate per token: (error code, auth bytes) of each."""
     answers = []
     with RawKafkaConnection(gateway.bootstrap) as conn:
-        conn.send_raw(sasl_handshake_request_frame(1, "negative", mechanism, 1))
-        conn.read_frame()
-        for correlation_id, token in enumerate(tokens, start=2):
-            conn.send_raw(sasl_authenticate_request_frame(correlation_id, "negative", token, 2))
-            _, response = parse_sasl_authenticate_response_frame(conn.read_frame(), 2)
+        conn.sasl_handshake(mechanism)
+        for token in tokens:
+            response = conn.sasl_token(token)
             answers.append((response.error_code, response.auth_bytes))
             if response.error_code:
                 assert conn.is_closed_by_peer(), "a failed login must close the connection"
@@ -190,14 +183,11 @@ def test_scram_wrong_proof_and_replayed_nonce(gateway: RunningGateway) -> None:
     wrong = ScramClientSession("SCRAM-SHA-256", "alice", "not-alice-secret")
     first = wrong.initial_response()
     with RawKafkaConnection(gateway.bootstrap) as conn:
-        conn.send_raw(sasl_handshake_request_frame(1, "neg", "SCRAM-SHA-256", 1))
-        conn.read_frame()
-        conn.send_raw(sasl_authenticate_request_frame(2, "neg", first, 2))
-        _, server_first = parse_sasl_authenticate_response_frame(conn.read_frame(), 2)
+        conn.sasl_handshake("SCRAM-SHA-256")
+        server_first = conn.sasl_token(first)
         final = wrong.evaluate(server_first.auth_bytes)
         assert final is not None
-        conn.send_raw(sasl_authenticate_request_frame(3, "neg", final, 2))
-        _, answer = parse_sasl_authenticate_response_frame(conn.read_frame(), 2)
+        answer = conn.sasl_token(final)
     assert answer.error_code == SASL_AUTHENTICATION_FAILED
     assert last_failure(gateway, before)["reason"] == "wrong_proof"
 

@@ -23,12 +23,7 @@ from kio.schema.metadata.v12.request import MetadataRequest
 
 from codec.api_versions import parse_api_versions_response
 from codec.errors import NONE, SASL_AUTHENTICATION_FAILED
-from codec.sasl import (
-    parse_sasl_authenticate_response_frame,
-    sasl_authenticate_request_frame,
-    sasl_handshake_request_frame,
-)
-from policies.auth import hash_password, plain_client_token
+from policies.auth import hash_password
 from policies.auth.scram import ScramClientSession
 from tests.gateway_harness import Event, RunningGateway, running_gateway
 from tests.raw_kafka import RawKafkaConnection
@@ -86,16 +81,6 @@ def client_address(conn: RawKafkaConnection) -> str:
     return f"{host}:{port}"
 
 
-def plain_login(conn: RawKafkaConnection, password: str) -> int:
-    """SaslHandshake v1 + SaslAuthenticate with PLAIN; the answer's error code."""
-    conn.send_raw(sasl_handshake_request_frame(11, "limits", "PLAIN", 1))
-    conn.read_frame()
-    token = plain_client_token("alice", password)
-    conn.send_raw(sasl_authenticate_request_frame(12, "limits", token, 2))
-    _, answer = parse_sasl_authenticate_response_frame(conn.read_frame(), 2)
-    return answer.error_code
-
-
 def api_versions_body(conn: RawKafkaConnection) -> bytes:
     conn.send_request(API_VERSIONS_V3, 7)
     return conn.read_frame()[4:]  # without the correlation id
@@ -125,7 +110,7 @@ def test_silent_connections_hold_no_upstream_and_close_at_the_deadline(  # type:
         # The local answer is the one the forwarded path gives after login (the same
         # ranges; only the finalized-features epoch in the tagged fields may have moved on).
         with RawKafkaConnection(gw.bootstrap) as conn:
-            assert plain_login(conn, PASSWORD) == NONE
+            assert conn.plain_login("alice", PASSWORD).error_code == NONE
             forwarded = parse_api_versions_response(api_versions_body(conn), 3)
         local = parse_api_versions_response(answers.pop(), 3)
         assert (local.error_code, local.api_keys) == (forwarded.error_code, forwarded.api_keys)
@@ -180,7 +165,7 @@ def test_default_caps_refuse_the_101st_silent_connection_from_one_ip(  # type: i
         assert "limit max_unauthenticated_connections_per_ip=100" in event["reason"]
         # Another address is not crowded out by them.
         other = sockets.enter_context(RawKafkaConnection(gw.bootstrap, source_host="127.0.0.2"))
-        assert plain_login(other, PASSWORD) == NONE
+        assert other.plain_login("alice", PASSWORD).error_code == NONE
         assert other.request(METADATA, 3).brokers
 
 
@@ -201,7 +186,7 @@ def test_a_login_flood_from_one_ip_does_not_starve_a_real_login(  # type: ignore
         while not stop.is_set():
             try:
                 with RawKafkaConnection(bootstrap, source_host="127.0.0.2") as conn:
-                    plain_login(conn, "wrong-password")
+                    conn.plain_login("alice", "wrong-password")
             except (OSError, ConnectionError):
                 pass
 
@@ -221,7 +206,7 @@ def test_a_login_flood_from_one_ip_does_not_starve_a_real_login(  # type: ignore
             for _ in range(3):
                 with RawKafkaConnection(gw.bootstrap) as conn:
                     before = failures_logged(gw.events())
-                    assert plain_login(conn, PASSWORD) == NONE
+                    assert conn.plain_login("alice", PASSWORD).error_code == NONE
                     address = client_address(conn)
                 events = gw.events()
                 success = next(
@@ -255,10 +240,8 @@ def test_a_login_flood_from_one_ip_does_not_starve_a_real_login(  # type: ignore
 
 
 def scram_first(conn: RawKafkaConnection, client: ScramClientSession) -> bytes:
-    conn.send_raw(sasl_handshake_request_frame(1, "pass", "SCRAM-SHA-256", 1))
-    conn.read_frame()
-    conn.send_raw(sasl_authenticate_request_frame(2, "pass", client.initial_response(), 2))
-    _, server_first = parse_sasl_authenticate_response_frame(conn.read_frame(), 2)
+    conn.sasl_handshake("SCRAM-SHA-256")
+    server_first = conn.sasl_token(client.initial_response())
     assert server_first.error_code == NONE and server_first.auth_bytes.startswith(b"r=")
     return server_first.auth_bytes
 
@@ -266,9 +249,7 @@ def scram_first(conn: RawKafkaConnection, client: ScramClientSession) -> bytes:
 def scram_final(conn: RawKafkaConnection, client: ScramClientSession, server_first: bytes) -> int:
     final = client.evaluate(server_first)
     assert final is not None
-    conn.send_raw(sasl_authenticate_request_frame(3, "pass", final, 2))
-    _, answer = parse_sasl_authenticate_response_frame(conn.read_frame(), 2)
-    return answer.error_code
+    return conn.sasl_token(final).error_code
 
 
 def test_passthrough_scram_trusts_only_the_brokers_final_answer(  # type: ignore[no-untyped-def]

@@ -51,6 +51,7 @@ from tests.jwks_server import (
     tamper_payload,
     unsigned_token,
 )
+from tests.raw_kafka import RawKafkaConnection
 from tests.security_fixtures import (
     SESSION_LIFETIME_MS,
     OAuthIssuer,
@@ -246,23 +247,29 @@ def test_a_request_before_authentication_closes_the_connection(
         assert _read_frame(sock) is None
 
 
-def _legacy_exchange(sock: socket.socket, mechanism: str, user: str, password: str) -> bool:
+def _raw_connection(cluster: LocalKafkaCluster) -> RawKafkaConnection:
+    return RawKafkaConnection(f"127.0.0.1:{cluster.broker_port(1)}")
+
+
+def _answer_or_close(conn: RawKafkaConnection, token: bytes) -> bytes | None:
+    """The broker's bare answer to a legacy token, or None if it hung up instead."""
+    try:
+        return conn.sasl_token(token).auth_bytes
+    except ConnectionError:
+        return None
+
+
+def _legacy_exchange(conn: RawKafkaConnection, mechanism: str, user: str, password: str) -> bool:
     """SaslHandshake v0, then bare tokens; True if the broker completed the exchange."""
-    sock.sendall(sasl.sasl_handshake_request_frame(1, "raw", mechanism, version=0))
-    frame = _read_frame(sock)
-    assert frame is not None
-    _cid, handshake = sasl.parse_sasl_handshake_response_frame(frame, 0)
+    handshake = conn.sasl_handshake(mechanism, version=0)
     assert handshake.error_code == errors.NONE
     assert sasl.flow_after_handshake(0) is sasl.SaslFlow.LEGACY
     if mechanism == sasl.PLAIN:
-        sock.sendall(sasl.encode_legacy_token(plain_client_token(user, password)))
-        return _read_frame(sock) == b""  # the empty success token
+        answer = _answer_or_close(conn, plain_client_token(user, password))
+        return answer == b""  # the empty success token
     client = ScramClient(mechanism, user, password)
-    sock.sendall(sasl.encode_legacy_token(client.first_message()))
-    server_first = _read_frame(sock)
-    assert server_first is not None
-    sock.sendall(sasl.encode_legacy_token(client.final_message(server_first)))
-    server_final = _read_frame(sock)
+    server_first = conn.sasl_token(client.first_message()).auth_bytes
+    server_final = _answer_or_close(conn, client.final_message(server_first))
     if server_final is None:
         return False
     client.verify_server_final(sasl.decode_legacy_token(server_final))
@@ -273,19 +280,20 @@ def _legacy_exchange(sock: socket.socket, mechanism: str, user: str, password: s
 def test_legacy_v0_handshake_with_bare_tokens(
     sasl_kafka_cluster: LocalKafkaCluster, mechanism: str
 ) -> None:
-    with _connect(sasl_kafka_cluster) as sock:
-        assert _legacy_exchange(sock, mechanism, "alice", DEFAULT_USERS["alice"])
-        sock.sendall(_metadata_v1_request(2))  # authenticated: ordinary requests work
-        frame = _read_frame(sock)
-        assert frame is not None and struct.unpack(">i", frame[:4])[0] == 2
+    with _raw_connection(sasl_kafka_cluster) as conn:
+        assert _legacy_exchange(conn, mechanism, "alice", DEFAULT_USERS["alice"])
+        conn.send_raw(_metadata_v1_request(2))  # authenticated: ordinary requests work
+        frame = conn.read_frame()
+        assert struct.unpack(">i", frame[:4])[0] == 2
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_legacy_v0_failure_just_closes_the_connection(
     sasl_kafka_cluster: LocalKafkaCluster, mechanism: str
 ) -> None:
-    with _connect(sasl_kafka_cluster) as sock:
-        assert not _legacy_exchange(sock, mechanism, "alice", "wrong-password")
+    with _raw_connection(sasl_kafka_cluster) as conn:
+        assert not _legacy_exchange(conn, mechanism, "alice", "wrong-password")
+        assert conn.is_closed_by_peer()
 
 
 # ------------------------------------------------------------- OAUTHBEARER

@@ -28,8 +28,6 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.metadata.v12.request import MetadataRequest
 
-from codec.sasl import sasl_authenticate_request_frame, sasl_handshake_request_frame
-from policies.auth import plain_client_token
 from tests.gateway_harness import RunningGateway, running_gateway
 from tests.integration.conftest import _wait_until_every_broker_knows
 from tests.integration.test_authorization import (
@@ -288,13 +286,8 @@ METADATA = MetadataRequest(
 
 
 def authenticate(conn: RawKafkaConnection, user: str) -> int:
-    """SaslHandshake + SaslAuthenticate (PLAIN) on a raw connection; the error code."""
-    conn.send_raw(sasl_handshake_request_frame(1, "limit-test", "PLAIN", 1))
-    conn.read_frame()
-    token = plain_client_token(user, PASSWORDS[user])
-    conn.send_raw(sasl_authenticate_request_frame(2, "limit-test", token, 2))
-    _, response = conn.read_response(36, 2)
-    return int(response.error_code)
+    """A SASL PLAIN login as ``user`` (password from PASSWORDS); the error code."""
+    return conn.plain_login(user, PASSWORDS[user]).error_code
 
 
 def authenticated(gateway: RunningGateway, user: str) -> RawKafkaConnection:

@@ -24,8 +24,7 @@ from kio.schema.fetch.v16.request import FetchPartition, FetchRequest, FetchTopi
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 from kio.static.primitive import i32, i64
 
-from codec.sasl import sasl_authenticate_request_frame, sasl_handshake_request_frame
-from policies.auth import hash_password, plain_client_token
+from policies.auth import hash_password
 from tests.gateway_harness import RunningGateway, running_gateway
 from tests.integration.clients import produce_values
 from tests.integration.conftest import _wait_until_every_broker_knows
@@ -87,13 +86,8 @@ def ids_gateway(
 def alice(address: str) -> RawKafkaConnection:
     """A raw connection logged in as alice (SASL PLAIN)."""
     conn = RawKafkaConnection(address)
-    conn.send_raw(sasl_handshake_request_frame(1, "ids-test", "PLAIN", 1))
-    conn.read_frame()
-    conn.send_raw(
-        sasl_authenticate_request_frame(2, "ids-test", plain_client_token("alice", PASSWORD), 2)
-    )
-    _, response = conn.read_response(36, 2)
-    assert response.error_code == ErrorCode.none, response
+    answer = conn.plain_login("alice", PASSWORD)
+    assert answer.error_code == ErrorCode.none, answer
     return conn
 
 

@@ -1,25 +1,25 @@
 """Per-API authorization of the admin APIs, and the fallback for unlisted APIs.
 
-Frames are built with kio and ``encode_request_header``; a fake authorizer allows
-exactly the (operation, resource) triples it is given and records what it was asked.
-Verdicts are checked the way the session uses them: the forwarded frame (the very
-same object when nothing changes), the local response decoded with kio, and the
-transform applied to a made-up upstream response.
+Frames are built with kio and ``encode_request_header``; the fake authorizer
+(tests/authorization_fakes.py, ``allowing``) allows exactly the (operation, resource)
+triples it is given and records what it was asked. Verdicts are checked the way the
+session uses them: the forwarded frame (the very same object when nothing changes),
+the local response decoded with kio, and the transform applied to a made-up upstream
+response.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import uuid
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kio.serial import entity_writer
 
 from codec.api_table import API_TABLE
 from codec.errors import (
@@ -28,9 +28,8 @@ from codec.errors import (
     INVALID_REQUEST,
     TOPIC_AUTHORIZATION_FAILED,
 )
-from codec.headers import encode_request_header, response_correlation_id
-from policies.acl.model import CLUSTER_NAME, AclDecision, Operation, ResourceType
-from policies.auth.principal import Principal
+from codec.headers import encode_request_header
+from policies.acl.model import CLUSTER_NAME, Operation, ResourceType
 from policies.authorization import NO_AUTHORIZATION
 from policies.authorization.admin import (
     CLUSTER_OPERATIONS,
@@ -41,16 +40,24 @@ from policies.authorization.admin import (
 )
 from policies.authorization.error_response import build_entity, element_type
 from policies.authorization.messages import (
-    decode_request,
     decode_response,
-    encode_response,
     request_class,
     response_class,
 )
 from policies.authorization.verdict import Denial, RequestVerdict
+from tests.authorization_fakes import (
+    CORRELATION_ID,
+    REFUSING_RULE,
+    FakeContext,
+    Question,
+    allowing,
+    forwarded_body,
+    local_answer,
+    request_frame,
+    response_frame,
+    transformed,
+)
 
-CORRELATION_ID = 77
-ALICE = Principal(name="alice", mechanism="PLAIN")
 CLUSTER = (ResourceType.CLUSTER, CLUSTER_NAME)
 CREATE_TOPICS, DELETE_TOPICS, CREATE_PARTITIONS = 19, 20, 37
 DESCRIBE_CONFIGS, ALTER_CONFIGS, INCREMENTAL_ALTER_CONFIGS = 32, 33, 44
@@ -64,51 +71,19 @@ def versions(key: int) -> range:
     return range(low, high + 1)
 
 
-# --- Fakes and helpers --------------------------------------------------------------
+# --- Helpers ----------------------------------------------------------------------
+
+#: Admin tests name only the fields that matter; ``build_entity`` defaults the rest.
+admin_request = partial(request_frame, fill_defaults=True)
+admin_response = partial(response_frame, fill_defaults=True)
 
 
-@dataclasses.dataclass
-class FakeAuthorizer:
-    allowed: set[tuple[Operation, ResourceType, str]]
-    asked: list[tuple[Operation, ResourceType, str]] = dataclasses.field(default_factory=list)
-
-    def authorize(
-        self, principal: Principal, operation: Operation, resource_type: ResourceType, name: str
-    ) -> AclDecision:
-        assert principal == ALICE
-        self.asked.append((operation, resource_type, name))
-        if (operation, resource_type, name) in self.allowed:
-            return AclDecision(True, "rules[0]")
-        return AclDecision(False, "default")
-
-
-@dataclasses.dataclass
-class FakeContext:
-    authorizer: FakeAuthorizer
-    topic_names: dict[uuid.UUID, str] = dataclasses.field(default_factory=dict)
-    principal: Principal = ALICE
-
-    def topic_name(self, topic_id: uuid.UUID) -> str | None:
-        return self.topic_names.get(topic_id)
-
-
-def context(*allowed: tuple[Operation, ResourceType, str], **topic_ids: uuid.UUID) -> FakeContext:
-    return FakeContext(FakeAuthorizer(set(allowed)), {v: k for k, v in topic_ids.items()})
-
-
-def on_topic(operation: Operation, name: str) -> tuple[Operation, ResourceType, str]:
+def on_topic(operation: Operation, name: str) -> Question:
     return (operation, ResourceType.TOPIC, name)
 
 
-def on_cluster(operation: Operation) -> tuple[Operation, ResourceType, str]:
+def on_cluster(operation: Operation) -> Question:
     return (operation, *CLUSTER)
-
-
-def request_frame(key: int, version: int, **fields: Any) -> bytes:
-    body = build_entity(request_class(key, version), **fields)
-    out = io.BytesIO()
-    entity_writer(type(body))(out, body)
-    return encode_request_header(key, version, CORRELATION_ID, "test-client") + out.getvalue()
 
 
 def request_entry(key: int, version: int, field: str, **fields: Any) -> Any:
@@ -119,34 +94,8 @@ def response_entry(key: int, version: int, field: str, **fields: Any) -> Any:
     return build_entity(element_type(response_class(key, version), field), **fields)
 
 
-def upstream_frame(key: int, version: int, **fields: Any) -> bytes:
-    body = build_entity(response_class(key, version), **fields)
-    return encode_response(CORRELATION_ID, key, version, body)
-
-
 def authorize(ctx: FakeContext, frame: bytes, key: int, version: int) -> RequestVerdict:
     return HANDLERS[key](ctx, frame, version)
-
-
-def local_body(verdict: RequestVerdict, key: int, version: int) -> Any:
-    assert verdict.forward is None
-    assert verdict.transform is None
-    assert verdict.local_response is not None
-    assert response_correlation_id(verdict.local_response) == CORRELATION_ID
-    return decode_response(verdict.local_response, key, version)
-
-
-def forwarded_body(verdict: RequestVerdict) -> Any:
-    assert verdict.forward is not None
-    assert verdict.local_response is None
-    return decode_request(verdict.forward)[1]
-
-
-def transformed(verdict: RequestVerdict, upstream: bytes, key: int, version: int) -> Any:
-    assert verdict.transform is not None
-    out = verdict.transform(upstream)
-    assert response_correlation_id(out) == CORRELATION_ID
-    return decode_response(out, key, version)
 
 
 def denied(*triples: tuple[Operation, ResourceType, str]) -> set[tuple[Any, ...]]:
@@ -154,7 +103,7 @@ def denied(*triples: tuple[Operation, ResourceType, str]) -> set[tuple[Any, ...]
 
 
 def denial_triples(verdict: RequestVerdict) -> set[tuple[Any, ...]]:
-    assert all(isinstance(d, Denial) and d.rule == "default" for d in verdict.denials)
+    assert all(isinstance(d, Denial) and d.rule == REFUSING_RULE for d in verdict.denials)
     assert len(verdict.denials) == len(
         {(d.operation, d.resource_type, d.name) for d in verdict.denials}
     )
@@ -179,7 +128,7 @@ def create_topics_frame(version: int, *names: str, validate_only: bool = False) 
     topics = tuple(
         request_entry(CREATE_TOPICS, version, "topics", name=n, num_partitions=3) for n in names
     )
-    return request_frame(CREATE_TOPICS, version, topics=topics, validate_only=validate_only)
+    return admin_request(CREATE_TOPICS, version, topics=topics, validate_only=validate_only)
 
 
 def created(version: int, name: str, **fields: Any) -> Any:
@@ -190,7 +139,7 @@ def created(version: int, name: str, **fields: Any) -> Any:
 def test_create_topics_with_cluster_create_forwards_the_original_frame(version: int) -> None:
     frame = create_topics_frame(version, "a", "b")
     describable = [on_topic(Operation.DESCRIBE_CONFIGS, n) for n in "ab"]
-    verdict = authorize(context(on_cluster(Operation.CREATE), *describable), frame, 19, version)
+    verdict = authorize(allowing(on_cluster(Operation.CREATE), *describable), frame, 19, version)
     assert verdict.forward is frame
     assert verdict.transform is None
     assert verdict.denials == []
@@ -200,7 +149,7 @@ def test_create_topics_with_cluster_create_forwards_the_original_frame(version: 
 def test_create_topics_with_topic_create_forwards_the_original_frame(version: int) -> None:
     frame = create_topics_frame(version, "a", "b")
     rules = [on_topic(op, n) for n in "ab" for op in (Operation.CREATE, Operation.DESCRIBE_CONFIGS)]
-    verdict = authorize(context(*rules), frame, CREATE_TOPICS, version)
+    verdict = authorize(allowing(*rules), frame, CREATE_TOPICS, version)
     assert verdict.forward is frame
     assert verdict.transform is None
     assert verdict.denials == []  # the refused cluster-wide Create is not a denial, as in Kafka
@@ -209,8 +158,8 @@ def test_create_topics_with_topic_create_forwards_the_original_frame(version: in
 @pytest.mark.parametrize("version", versions(CREATE_TOPICS))
 def test_create_topics_all_refused_is_answered_locally(version: int) -> None:
     frame = create_topics_frame(version, "a", "b", "a")
-    verdict = authorize(context(), frame, CREATE_TOPICS, version)
-    body = local_body(verdict, CREATE_TOPICS, version)
+    verdict = authorize(allowing(), frame, CREATE_TOPICS, version)
+    body = local_answer(verdict, CREATE_TOPICS, version)
     assert [t.name for t in body.topics] == ["a", "b"]
     for topic in body.topics:
         assert topic.error_code == TOPIC_AUTHORIZATION_FAILED
@@ -226,7 +175,7 @@ def test_create_topics_all_refused_is_answered_locally(version: int) -> None:
 def test_create_topics_partly_allowed_forwards_the_rest_and_merges_in_order(version: int) -> None:
     frame = create_topics_frame(version, "a", "secret", "b", validate_only=True)
     rules = [on_topic(op, n) for n in "ab" for op in (Operation.CREATE, Operation.DESCRIBE_CONFIGS)]
-    verdict = authorize(context(*rules), frame, CREATE_TOPICS, version)
+    verdict = authorize(allowing(*rules), frame, CREATE_TOPICS, version)
 
     forwarded = forwarded_body(verdict)
     assert [t.name for t in forwarded.topics] == ["a", "b"]
@@ -235,10 +184,10 @@ def test_create_topics_partly_allowed_forwards_the_rest_and_merges_in_order(vers
     assert verdict.forward is not None
     assert verdict.forward[:8] == frame[:8]  # same header, correlation id included
 
-    upstream = upstream_frame(
+    upstream = admin_response(
         CREATE_TOPICS, version, topics=(created(version, "b"), created(version, "a"))
     )
-    merged = transformed(verdict, upstream, CREATE_TOPICS, version)
+    merged = transformed(verdict, CREATE_TOPICS, version, upstream)
     assert [(t.name, t.error_code) for t in merged.topics] == [
         ("a", 0),
         ("secret", TOPIC_AUTHORIZATION_FAILED),
@@ -252,11 +201,11 @@ def test_create_topics_hides_configs_without_describe_configs(version: int) -> N
     frame = create_topics_frame(version, "open", "closed")
     rules = [on_topic(Operation.CREATE, n) for n in ("open", "closed")]
     rules.append(on_topic(Operation.DESCRIBE_CONFIGS, "open"))
-    verdict = authorize(context(*rules), frame, CREATE_TOPICS, version)
+    verdict = authorize(allowing(*rules), frame, CREATE_TOPICS, version)
     assert verdict.forward is frame  # nothing refused: the request goes as is ...
     config_cls = element_type(element_type(response_class(19, version), "topics"), "configs")
     configs = (build_entity(config_cls, name="retention.ms", value="1"),)
-    upstream = upstream_frame(
+    upstream = admin_response(
         CREATE_TOPICS,
         version,
         topics=tuple(
@@ -264,7 +213,7 @@ def test_create_topics_hides_configs_without_describe_configs(version: int) -> N
             for n in ("open", "closed")
         ),
     )
-    open_result, closed_result = transformed(verdict, upstream, CREATE_TOPICS, version).topics
+    open_result, closed_result = transformed(verdict, CREATE_TOPICS, version, upstream).topics
     # ... but the answer keeps configs only where DescribeConfigs is allowed, as Kafka.
     assert (
         open_result.configs,
@@ -284,16 +233,16 @@ def test_create_topics_hides_configs_without_describe_configs(version: int) -> N
 @pytest.mark.parametrize("version", [2, 4])
 def test_create_topics_before_v5_needs_no_describe_configs(version: int) -> None:
     frame = create_topics_frame(version, "t")
-    verdict = authorize(context(on_topic(Operation.CREATE, "t")), frame, CREATE_TOPICS, version)
+    verdict = authorize(allowing(on_topic(Operation.CREATE, "t")), frame, CREATE_TOPICS, version)
     assert verdict.forward is frame
     assert verdict.transform is None
 
 
 def test_create_topics_asks_each_question_once() -> None:
-    ctx = context(on_topic(Operation.CREATE, "a"))
+    ctx = allowing(on_topic(Operation.CREATE, "a"))
     frame = create_topics_frame(7, "a", "a", "b", "b", "a")
     authorize(ctx, frame, CREATE_TOPICS, 7)
-    counts = Counter(ctx.authorizer.asked)
+    counts = Counter(ctx.authorizer.questions)
     assert counts and max(counts.values()) == 1
     assert set(counts) == {
         on_cluster(Operation.CREATE),
@@ -315,10 +264,10 @@ def test_create_topics_merge_follows_the_client_order(
     rules = [
         on_topic(op, n) for n in allowed for op in (Operation.CREATE, Operation.DESCRIBE_CONFIGS)
     ]
-    verdict = authorize(context(*rules), create_topics_frame(7, *names), CREATE_TOPICS, 7)
+    verdict = authorize(allowing(*rules), create_topics_frame(7, *names), CREATE_TOPICS, 7)
     distinct = list(dict.fromkeys(names))
     if not set(names) & allowed:
-        body = local_body(verdict, CREATE_TOPICS, 7)
+        body = local_answer(verdict, CREATE_TOPICS, 7)
         assert [t.name for t in body.topics] == distinct
         return
     forwarded = [t.name for t in forwarded_body(verdict).topics]
@@ -328,10 +277,10 @@ def test_create_topics_merge_follows_the_client_order(
         return
     # The broker answers each distinct forwarded topic once, in any order.
     answered = data.draw(st.permutations(list(dict.fromkeys(forwarded))))
-    upstream = upstream_frame(
+    upstream = admin_response(
         CREATE_TOPICS, 7, topics=tuple(created(7, n, num_partitions=1) for n in answered)
     )
-    merged = transformed(verdict, upstream, CREATE_TOPICS, 7).topics
+    merged = transformed(verdict, CREATE_TOPICS, 7, upstream).topics
     assert [t.name for t in merged] == distinct
     for topic in merged:
         expected = 0 if topic.name in allowed else TOPIC_AUTHORIZATION_FAILED
@@ -343,16 +292,16 @@ def test_create_topics_merge_follows_the_client_order(
 
 @pytest.mark.parametrize("version", range(1, 6))
 def test_delete_topics_by_name_partly_allowed(version: int) -> None:
-    frame = request_frame(DELETE_TOPICS, version, topic_names=("x", "keep", "y"))
-    ctx = context(on_topic(Operation.DELETE, "x"), on_topic(Operation.DELETE, "y"))
+    frame = admin_request(DELETE_TOPICS, version, topic_names=("x", "keep", "y"))
+    ctx = allowing(on_topic(Operation.DELETE, "x"), on_topic(Operation.DELETE, "y"))
     verdict = authorize(ctx, frame, DELETE_TOPICS, version)
     assert forwarded_body(verdict).topic_names == ("x", "y")
-    upstream = upstream_frame(
+    upstream = admin_response(
         DELETE_TOPICS,
         version,
         responses=tuple(response_entry(20, version, "responses", name=n) for n in ("y", "x")),
     )
-    merged = transformed(verdict, upstream, DELETE_TOPICS, version).responses
+    merged = transformed(verdict, DELETE_TOPICS, version, upstream).responses
     assert [(r.name, r.error_code) for r in merged] == [
         ("x", 0),
         ("keep", TOPIC_AUTHORIZATION_FAILED),
@@ -367,12 +316,14 @@ def test_delete_topics_by_name_partly_allowed(version: int) -> None:
 def test_delete_topics_all_refused_and_cluster_delete(version: int) -> None:
     if version >= 6:
         topics = (request_entry(20, version, "topics", name="x", topic_id=None),)
-        frame = request_frame(DELETE_TOPICS, version, topics=topics)
+        frame = admin_request(DELETE_TOPICS, version, topics=topics)
     else:
-        frame = request_frame(DELETE_TOPICS, version, topic_names=("x",))
-    body = local_body(authorize(context(), frame, DELETE_TOPICS, version), DELETE_TOPICS, version)
+        frame = admin_request(DELETE_TOPICS, version, topic_names=("x",))
+    body = local_answer(
+        authorize(allowing(), frame, DELETE_TOPICS, version), DELETE_TOPICS, version
+    )
     assert [(r.name, r.error_code) for r in body.responses] == [("x", TOPIC_AUTHORIZATION_FAILED)]
-    everything = authorize(context(on_cluster(Operation.DELETE)), frame, DELETE_TOPICS, version)
+    everything = authorize(allowing(on_cluster(Operation.DELETE)), frame, DELETE_TOPICS, version)
     assert everything.forward is frame
     assert everything.transform is None
 
@@ -386,8 +337,8 @@ def test_delete_topics_v6_by_id() -> None:
         request_entry(20, 6, "topics", name=None, topic_id=hidden_id),
         request_entry(20, 6, "topics", name=None, topic_id=unknown_id),
     )
-    frame = request_frame(DELETE_TOPICS, 6, topics=entries)
-    ctx = context(
+    frame = admin_request(DELETE_TOPICS, 6, topics=entries)
+    ctx = allowing(
         on_topic(Operation.DELETE, "ok"),
         on_topic(Operation.DELETE, "by-name"),
         on_topic(Operation.DESCRIBE, "visible"),
@@ -400,7 +351,7 @@ def test_delete_topics_v6_by_id() -> None:
     assert [(t.name, t.topic_id) for t in forwarded] == [(None, allowed_id), ("by-name", None)]
 
     by_name_id = uuid.uuid4()
-    upstream = upstream_frame(
+    upstream = admin_response(
         DELETE_TOPICS,
         6,
         responses=(
@@ -408,7 +359,7 @@ def test_delete_topics_v6_by_id() -> None:
             response_entry(20, 6, "responses", name="ok", topic_id=allowed_id),
         ),
     )
-    merged = transformed(verdict, upstream, DELETE_TOPICS, 6).responses
+    merged = transformed(verdict, DELETE_TOPICS, 6, upstream).responses
     assert [(r.name, r.topic_id, r.error_code) for r in merged] == [
         ("ok", allowed_id, 0),
         ("visible", refused_id, TOPIC_AUTHORIZATION_FAILED),  # describable: name shown
@@ -427,24 +378,24 @@ def test_delete_topics_v6_by_id() -> None:
 @pytest.mark.parametrize("version", versions(CREATE_PARTITIONS))
 def test_create_partitions(version: int) -> None:
     topics = tuple(request_entry(37, version, "topics", name=n, count=6) for n in ("p", "q"))
-    frame = request_frame(CREATE_PARTITIONS, version, topics=topics)
+    frame = admin_request(CREATE_PARTITIONS, version, topics=topics)
 
-    everything = context(on_topic(Operation.ALTER, "p"), on_topic(Operation.ALTER, "q"))
+    everything = allowing(on_topic(Operation.ALTER, "p"), on_topic(Operation.ALTER, "q"))
     assert authorize(everything, frame, CREATE_PARTITIONS, version).forward is frame
 
-    nothing = authorize(context(), frame, CREATE_PARTITIONS, version)
-    body = local_body(nothing, CREATE_PARTITIONS, version)
+    nothing = authorize(allowing(), frame, CREATE_PARTITIONS, version)
+    body = local_answer(nothing, CREATE_PARTITIONS, version)
     assert [(r.name, r.error_code, r.error_message) for r in body.results] == [
         ("p", TOPIC_AUTHORIZATION_FAILED, None),
         ("q", TOPIC_AUTHORIZATION_FAILED, None),
     ]
 
-    partly = authorize(context(on_topic(Operation.ALTER, "q")), frame, CREATE_PARTITIONS, version)
+    partly = authorize(allowing(on_topic(Operation.ALTER, "q")), frame, CREATE_PARTITIONS, version)
     assert [t.name for t in forwarded_body(partly).topics] == ["q"]
-    upstream = upstream_frame(
+    upstream = admin_response(
         CREATE_PARTITIONS, version, results=(response_entry(37, version, "results", name="q"),)
     )
-    merged = transformed(partly, upstream, CREATE_PARTITIONS, version).results
+    merged = transformed(partly, CREATE_PARTITIONS, version, upstream).results
     assert [(r.name, r.error_code) for r in merged] == [("p", TOPIC_AUTHORIZATION_FAILED), ("q", 0)]
     assert denial_triples(partly) == denied(on_topic(Operation.ALTER, "p"))
 
@@ -457,7 +408,7 @@ def config_frame(key: int, version: int, *resources: tuple[int, str]) -> bytes:
         request_entry(key, version, "resources", resource_type=t, resource_name=n)
         for t, n in resources
     )
-    return request_frame(key, version, resources=entries)
+    return admin_request(key, version, resources=entries)
 
 
 MIXED = (
@@ -471,7 +422,7 @@ MIXED = (
 @pytest.mark.parametrize("version", versions(DESCRIBE_CONFIGS))
 def test_describe_configs_mixed_resource_types(version: int) -> None:
     frame = config_frame(DESCRIBE_CONFIGS, version, *MIXED)
-    ctx = context(
+    ctx = allowing(
         on_topic(Operation.DESCRIBE_CONFIGS, "open"), on_cluster(Operation.DESCRIBE_CONFIGS)
     )
     verdict = authorize(ctx, frame, DESCRIBE_CONFIGS, version)
@@ -480,7 +431,7 @@ def test_describe_configs_mixed_resource_types(version: int) -> None:
         (TOPIC_CONFIG, "open"),
         (BROKER_CONFIG, "1"),
     ]
-    upstream = upstream_frame(
+    upstream = admin_response(
         DESCRIBE_CONFIGS,
         version,
         results=tuple(
@@ -488,7 +439,7 @@ def test_describe_configs_mixed_resource_types(version: int) -> None:
             for t, n in ((BROKER_CONFIG, "1"), (TOPIC_CONFIG, "open"))
         ),
     )
-    merged = transformed(verdict, upstream, DESCRIBE_CONFIGS, version).results
+    merged = transformed(verdict, DESCRIBE_CONFIGS, version, upstream).results
     assert [(r.resource_type, r.resource_name, r.error_code, r.error_message) for r in merged] == [
         (TOPIC_CONFIG, "open", 0, None),
         (TOPIC_CONFIG, "closed", TOPIC_AUTHORIZATION_FAILED, "Topic authorization failed."),
@@ -504,17 +455,17 @@ def test_describe_configs_mixed_resource_types(version: int) -> None:
 @pytest.mark.parametrize("resource_type", [BROKER_CONFIG, BROKER_LOGGER, CLIENT_METRICS])
 def test_describe_configs_of_cluster_resources_needs_the_cluster(resource_type: int) -> None:
     frame = config_frame(DESCRIBE_CONFIGS, 4, (resource_type, "1"))
-    body = local_body(authorize(context(), frame, DESCRIBE_CONFIGS, 4), DESCRIBE_CONFIGS, 4)
+    body = local_answer(authorize(allowing(), frame, DESCRIBE_CONFIGS, 4), DESCRIBE_CONFIGS, 4)
     assert [r.error_code for r in body.results] == [CLUSTER_AUTHORIZATION_FAILED]
-    allowed = context(on_cluster(Operation.DESCRIBE_CONFIGS))
+    allowed = allowing(on_cluster(Operation.DESCRIBE_CONFIGS))
     assert authorize(allowed, frame, DESCRIBE_CONFIGS, 4).forward is frame
 
 
 def test_describe_configs_with_an_unknown_resource_type_fails_as_a_whole() -> None:
     frame = config_frame(DESCRIBE_CONFIGS, 4, (TOPIC_CONFIG, "open"), (64, "what"))
-    ctx = context(on_topic(Operation.DESCRIBE_CONFIGS, "open"))
+    ctx = allowing(on_topic(Operation.DESCRIBE_CONFIGS, "open"))
     verdict = authorize(ctx, frame, DESCRIBE_CONFIGS, 4)
-    body = local_body(verdict, DESCRIBE_CONFIGS, 4)
+    body = local_answer(verdict, DESCRIBE_CONFIGS, 4)
     assert [(r.resource_name, r.error_code) for r in body.results] == [
         ("open", INVALID_REQUEST),
         ("what", INVALID_REQUEST),
@@ -528,10 +479,10 @@ def test_describe_configs_with_an_unknown_resource_type_fails_as_a_whole() -> No
 )
 def test_alter_configs_mixed_resource_types(key: int, version: int) -> None:
     frame = config_frame(key, version, *MIXED)
-    ctx = context(on_topic(Operation.ALTER_CONFIGS, "open"), on_cluster(Operation.ALTER_CONFIGS))
+    ctx = allowing(on_topic(Operation.ALTER_CONFIGS, "open"), on_cluster(Operation.ALTER_CONFIGS))
     verdict = authorize(ctx, frame, key, version)
     assert [r.resource_name for r in forwarded_body(verdict).resources] == ["open", "1"]
-    upstream = upstream_frame(
+    upstream = admin_response(
         key,
         version,
         responses=tuple(
@@ -539,14 +490,14 @@ def test_alter_configs_mixed_resource_types(key: int, version: int) -> None:
             for t, n in ((TOPIC_CONFIG, "open"), (BROKER_CONFIG, "1"))
         ),
     )
-    merged = transformed(verdict, upstream, key, version).responses
+    merged = transformed(verdict, key, version, upstream).responses
     assert [(r.resource_name, r.error_code) for r in merged] == [
         ("open", 0),
         ("closed", TOPIC_AUTHORIZATION_FAILED),
         ("1", 0),
         ("g", GROUP_AUTHORIZATION_FAILED),
     ]
-    everything = context(
+    everything = allowing(
         on_topic(Operation.ALTER_CONFIGS, "open"),
         on_topic(Operation.ALTER_CONFIGS, "closed"),
         on_cluster(Operation.ALTER_CONFIGS),
@@ -556,11 +507,11 @@ def test_alter_configs_mixed_resource_types(key: int, version: int) -> None:
 
 
 def test_broker_logger_is_altered_only_incrementally() -> None:
-    ctx = context(on_cluster(Operation.ALTER_CONFIGS))
+    ctx = allowing(on_cluster(Operation.ALTER_CONFIGS))
     incremental = config_frame(INCREMENTAL_ALTER_CONFIGS, 1, (BROKER_LOGGER, "1"))
     assert authorize(ctx, incremental, INCREMENTAL_ALTER_CONFIGS, 1).forward is incremental
     legacy = config_frame(ALTER_CONFIGS, 2, (BROKER_LOGGER, "1"))
-    body = local_body(authorize(ctx, legacy, ALTER_CONFIGS, 2), ALTER_CONFIGS, 2)
+    body = local_answer(authorize(ctx, legacy, ALTER_CONFIGS, 2), ALTER_CONFIGS, 2)
     assert [(r.error_code, r.error_message) for r in body.responses] == [
         (INVALID_REQUEST, "Unknown resource type 8")
     ]
@@ -574,20 +525,20 @@ CLUSTER_VERSIONS = [(k, v) for k in sorted(CLUSTER_OPERATIONS) for v in versions
 
 @pytest.mark.parametrize(("key", "version"), CLUSTER_VERSIONS)
 def test_cluster_operation_allowed_forwards_the_original_frame(key: int, version: int) -> None:
-    frame = request_frame(key, version)
-    ctx = context(on_cluster(CLUSTER_OPERATIONS[key]))
+    frame = admin_request(key, version)
+    ctx = allowing(on_cluster(CLUSTER_OPERATIONS[key]))
     verdict = authorize(ctx, frame, key, version)
     assert verdict.forward is frame
     assert verdict.transform is None
-    assert ctx.authorizer.asked == [on_cluster(CLUSTER_OPERATIONS[key])]
+    assert ctx.authorizer.questions == [on_cluster(CLUSTER_OPERATIONS[key])]
 
 
 @pytest.mark.parametrize(("key", "version"), CLUSTER_VERSIONS)
 def test_cluster_operation_refused_is_answered_locally(key: int, version: int) -> None:
-    frame = request_frame(key, version)
+    frame = admin_request(key, version)
     other = Operation.READ  # any cluster permission but the one needed does not help
-    verdict = authorize(context(on_cluster(other)), frame, key, version)
-    body = local_body(verdict, key, version)
+    verdict = authorize(allowing(on_cluster(other)), frame, key, version)
+    body = local_answer(verdict, key, version)
     if "error_code" in {f.name for f in dataclasses.fields(body)}:
         assert body.error_code == CLUSTER_AUTHORIZATION_FAILED
     assert denial_triples(verdict) == denied(on_cluster(CLUSTER_OPERATIONS[key]))
@@ -595,25 +546,27 @@ def test_cluster_operation_refused_is_answered_locally(key: int, version: int) -
 
 
 def test_describe_acls_refused_has_the_top_level_error() -> None:
-    verdict = authorize(context(), request_frame(29, 3), 29, 3)
-    body = local_body(verdict, 29, 3)
+    verdict = authorize(allowing(), admin_request(29, 3), 29, 3)
+    body = local_answer(verdict, 29, 3)
     assert (body.error_code, body.error_message) == (31, "Cluster authorization failed.")
 
 
 def test_create_and_delete_acls_refused_per_entry() -> None:
     creations = tuple(request_entry(30, 3, "creations", resource_name=n) for n in ("a", "b"))
-    body = local_body(authorize(context(), request_frame(30, 3, creations=creations), 30, 3), 30, 3)
+    body = local_answer(
+        authorize(allowing(), admin_request(30, 3, creations=creations), 30, 3), 30, 3
+    )
     assert [r.error_code for r in body.results] == [CLUSTER_AUTHORIZATION_FAILED] * 2
     filters = (request_entry(31, 3, "filters"),)
-    body = local_body(authorize(context(), request_frame(31, 3, filters=filters), 31, 3), 31, 3)
+    body = local_answer(authorize(allowing(), admin_request(31, 3, filters=filters), 31, 3), 31, 3)
     assert [r.error_code for r in body.filter_results] == [CLUSTER_AUTHORIZATION_FAILED]
 
 
 @pytest.mark.parametrize("version", versions(35))
 def test_describe_log_dirs_refused(version: int) -> None:
     topics = (request_entry(35, version, "topics", topic="t", partitions=(0, 1)),)
-    verdict = authorize(context(), request_frame(35, version, topics=topics), 35, version)
-    body = local_body(verdict, 35, version)
+    verdict = authorize(allowing(), admin_request(35, version, topics=topics), 35, version)
+    body = local_answer(verdict, 35, version)
     assert body.results == ()
     if version >= 3:
         assert body.error_code == CLUSTER_AUTHORIZATION_FAILED
@@ -622,7 +575,7 @@ def test_describe_log_dirs_refused(version: int) -> None:
 def test_a_refusal_that_cannot_be_answered_closes_the_connection() -> None:
     # ElectLeaders v0 has only per-partition errors; a body kio cannot read has none.
     frame = encode_request_header(43, 0, CORRELATION_ID, "c") + b"\xff\xff"
-    verdict = authorize(context(), frame, 43, 0)
+    verdict = authorize(allowing(), frame, 43, 0)
     assert verdict.forward is None and verdict.local_response is None
     assert verdict.close_connection is not None and "elect_leaders" in verdict.close_connection
 
@@ -649,7 +602,7 @@ CLUSTER_BIT_OPERATIONS = {
 
 
 def describe_cluster_frame(version: int, *, with_operations: bool) -> bytes:
-    return request_frame(
+    return admin_request(
         DESCRIBE_CLUSTER,
         version,
         include_cluster_authorized_operations=with_operations,
@@ -664,7 +617,7 @@ def describe_cluster_upstream(
     broker = response_entry(
         DESCRIBE_CLUSTER, version, "brokers", broker_id=1, host="kafka-1", port=9092, rack="r1"
     )
-    return upstream_frame(
+    return admin_response(
         DESCRIBE_CLUSTER,
         version,
         throttle_time=datetime.timedelta(milliseconds=3),
@@ -684,22 +637,22 @@ def test_describe_cluster_is_inspected_now() -> None:
 @pytest.mark.parametrize("version", versions(DESCRIBE_CLUSTER))
 def test_describe_cluster_without_operations_is_forwarded_untouched(version: int) -> None:
     frame = describe_cluster_frame(version, with_operations=False)
-    ctx = context()
+    ctx = allowing()
     verdict = authorize(ctx, frame, DESCRIBE_CLUSTER, version)
     assert verdict.forward is frame
     assert verdict.transform is None and verdict.local_response is None
-    assert verdict.denials == [] and ctx.authorizer.asked == []
+    assert verdict.denials == [] and ctx.authorizer.questions == []
 
 
 @pytest.mark.parametrize("version", versions(DESCRIBE_CLUSTER))
 def test_describe_cluster_operations_are_the_clients(version: int) -> None:
     frame = describe_cluster_frame(version, with_operations=True)
-    ctx = context(on_cluster(Operation.DESCRIBE), on_cluster(Operation.IDEMPOTENT_WRITE))
+    ctx = allowing(on_cluster(Operation.DESCRIBE), on_cluster(Operation.IDEMPOTENT_WRITE))
     verdict = authorize(ctx, frame, DESCRIBE_CLUSTER, version)
     assert verdict.forward is frame and verdict.local_response is None
-    assert ctx.authorizer.asked == []  # asked when the answer comes back
+    assert ctx.authorizer.questions == []  # asked when the answer comes back
     upstream = describe_cluster_upstream(version)
-    answer = transformed(verdict, upstream, DESCRIBE_CLUSTER, version)
+    answer = transformed(verdict, DESCRIBE_CLUSTER, version, upstream)
     assert answer.cluster_authorized_operations == (1 << 8) | (1 << 12)
     expected = dataclasses.replace(
         decode_response(upstream, DESCRIBE_CLUSTER, version),
@@ -707,31 +660,33 @@ def test_describe_cluster_operations_are_the_clients(version: int) -> None:
     )
     assert answer == expected  # nothing else changes
     # Each cluster operation asked once; probes refuse nothing.
-    assert Counter(ctx.authorizer.asked) == Counter(on_cluster(op) for op in CLUSTER_BIT_OPERATIONS)
+    assert Counter(ctx.authorizer.questions) == Counter(
+        on_cluster(op) for op in CLUSTER_BIT_OPERATIONS
+    )
     assert verdict.denials == []
 
 
 @pytest.mark.parametrize("version", versions(DESCRIBE_CLUSTER))
 def test_describe_cluster_operations_of_a_principal_with_every_cluster_right(version: int) -> None:
-    ctx = context(*(on_cluster(op) for op in Operation))
+    ctx = allowing(*(on_cluster(op) for op in Operation))
     verdict = authorize(ctx, describe_cluster_frame(version, with_operations=True), 60, version)
-    answer = transformed(verdict, describe_cluster_upstream(version), DESCRIBE_CLUSTER, version)
+    answer = transformed(verdict, DESCRIBE_CLUSTER, version, describe_cluster_upstream(version))
     assert answer.cluster_authorized_operations == ALL_CLUSTER_BITS
 
 
 @pytest.mark.parametrize("version", versions(DESCRIBE_CLUSTER))
 def test_describe_cluster_operations_are_zero_without_cluster_describe(version: int) -> None:
     """As Kafka: no Describe on the cluster, no bits at all (Alter alone is not shown)."""
-    ctx = context(on_cluster(Operation.ALTER))
+    ctx = allowing(on_cluster(Operation.ALTER))
     verdict = authorize(ctx, describe_cluster_frame(version, with_operations=True), 60, version)
-    answer = transformed(verdict, describe_cluster_upstream(version), DESCRIBE_CLUSTER, version)
+    answer = transformed(verdict, DESCRIBE_CLUSTER, version, describe_cluster_upstream(version))
     assert answer.cluster_authorized_operations == 0
     assert verdict.denials == []
 
 
 @pytest.mark.parametrize("version", versions(DESCRIBE_CLUSTER))
 def test_describe_cluster_error_answer_passes_unchanged(version: int) -> None:
-    ctx = context(on_cluster(Operation.DESCRIBE))
+    ctx = allowing(on_cluster(Operation.DESCRIBE))
     verdict = authorize(ctx, describe_cluster_frame(version, with_operations=True), 60, version)
     assert verdict.transform is not None
     upstream = describe_cluster_upstream(version, bits=OMITTED, error_code=INVALID_REQUEST)
@@ -743,9 +698,9 @@ def test_describe_cluster_error_answer_passes_unchanged(version: int) -> None:
 def test_describe_cluster_bits_are_exactly_the_granted_operations(
     granted: set[Operation],
 ) -> None:
-    ctx = context(*(on_cluster(op) for op in granted))
+    ctx = allowing(*(on_cluster(op) for op in granted))
     verdict = authorize(ctx, describe_cluster_frame(2, with_operations=True), DESCRIBE_CLUSTER, 2)
-    answer = transformed(verdict, describe_cluster_upstream(2), DESCRIBE_CLUSTER, 2)
+    answer = transformed(verdict, DESCRIBE_CLUSTER, 2, describe_cluster_upstream(2))
     expected = 0
     if Operation.DESCRIBE in granted:
         expected = sum(1 << CLUSTER_BIT_OPERATIONS[op] for op in granted)
@@ -756,34 +711,34 @@ def test_describe_cluster_bits_are_exactly_the_granted_operations(
 
 
 def test_unlisted_api_is_refused_without_a_cluster_rule() -> None:
-    frame = request_frame(38, 3)  # CreateDelegationToken: would mint a token upstream
-    verdict = authorize_unlisted(context(on_cluster(Operation.ALTER)), frame, 38, 3)
-    body = local_body(verdict, 38, 3)
+    frame = admin_request(38, 3)  # CreateDelegationToken: would mint a token upstream
+    verdict = authorize_unlisted(allowing(on_cluster(Operation.ALTER)), frame, 38, 3)
+    body = local_answer(verdict, 38, 3)
     assert body.error_code == CLUSTER_AUTHORIZATION_FAILED
     assert denial_triples(verdict) == denied(on_cluster(Operation.ALL))
 
 
 def test_unlisted_api_is_forwarded_with_all_on_the_cluster() -> None:
-    frame = request_frame(38, 3)
-    verdict = authorize_unlisted(context(on_cluster(Operation.ALL)), frame, 38, 3)
+    frame = admin_request(38, 3)
+    verdict = authorize_unlisted(allowing(on_cluster(Operation.ALL)), frame, 38, 3)
     assert verdict.forward is frame
     assert verdict.transform is None and verdict.denials == []
 
 
 def test_well_known_unlisted_api_needs_kafkas_cluster_operation() -> None:
-    frame = request_frame(63, 2)  # BrokerHeartbeat
-    allowed = authorize_unlisted(context(on_cluster(Operation.CLUSTER_ACTION)), frame, 63, 2)
+    frame = admin_request(63, 2)  # BrokerHeartbeat
+    allowed = authorize_unlisted(allowing(on_cluster(Operation.CLUSTER_ACTION)), frame, 63, 2)
     assert allowed.forward is frame
-    with_all = authorize_unlisted(context(on_cluster(Operation.ALL)), frame, 63, 2)
+    with_all = authorize_unlisted(allowing(on_cluster(Operation.ALL)), frame, 63, 2)
     assert with_all.forward is frame
-    refused = authorize_unlisted(context(on_cluster(Operation.DESCRIBE)), frame, 63, 2)
-    assert local_body(refused, 63, 2).error_code == CLUSTER_AUTHORIZATION_FAILED
+    refused = authorize_unlisted(allowing(on_cluster(Operation.DESCRIBE)), frame, 63, 2)
+    assert local_answer(refused, 63, 2).error_code == CLUSTER_AUTHORIZATION_FAILED
     assert denial_triples(refused) == denied(on_cluster(Operation.CLUSTER_ACTION))
 
 
 def test_unknown_api_key_is_forwarded_only_with_all_and_otherwise_closes() -> None:
     frame = encode_request_header(1000, 0, CORRELATION_ID, "c") + b"opaque"
-    assert authorize_unlisted(context(on_cluster(Operation.ALL)), frame, 1000, 0).forward is frame
-    refused = authorize_unlisted(context(), frame, 1000, 0)
+    assert authorize_unlisted(allowing(on_cluster(Operation.ALL)), frame, 1000, 0).forward is frame
+    refused = authorize_unlisted(allowing(), frame, 1000, 0)
     assert refused.forward is None and refused.local_response is None
     assert refused.close_connection is not None

@@ -22,8 +22,8 @@ from codec.headers import parse_request_header
 from gateway.enforcement import AUDIT_SAMPLE, Enforcement
 from policies.acl.config import AuthorizationConfig
 from policies.acl.engine import AclEngine
-from policies.auth.principal import Principal
 from policies.authorization import authorize_request
+from tests.authorization_fakes import ALICE, FakeContext
 from tests.worst_requests import WORST_REQUESTS, worst_request
 
 #: Python function calls allowed per refused entry (today about 10-25).
@@ -47,16 +47,11 @@ ACL = AuthorizationConfig.model_validate(
         ],
     }
 )
-ALICE = Principal(name="alice", mechanism="PLAIN")
 
 
-class _Context:
-    def __init__(self) -> None:
-        self.principal = ALICE
-        self.authorizer = AclEngine(ACL)
-
-    def topic_name(self, topic_id: Any) -> str | None:
-        return None
+def _context() -> FakeContext:
+    """Alice's session, decided by the real engine with ``ACL``."""
+    return FakeContext(AclEngine(ACL))
 
 
 @cache
@@ -83,7 +78,7 @@ def _work(name: str, count: int) -> _Work:
     api_key, frame = _request(name, count)
     version = parse_request_header(frame).api_version
     work = _Work()
-    context = _Context()
+    context = _context()
     sys.setprofile(work)
     try:
         verdict = authorize_request(context, api_key, version, frame)
@@ -206,7 +201,7 @@ def test_refused_names_answers_as_allows_does(names: list[str]) -> None:
     from policies.acl.model import Operation, ResourceType
     from policies.authorization.splitting import Decisions
 
-    bulk, single = Decisions(_Context()), Decisions(_Context())
+    bulk, single = Decisions(_context()), Decisions(_context())
     bulk.allows(Operation.READ, ResourceType.TOPIC, "x", audit=False)  # answered, not recorded
     single.allows(Operation.READ, ResourceType.TOPIC, "x", audit=False)
     refused = bulk.refused_names(Operation.READ, ResourceType.TOPIC, names)

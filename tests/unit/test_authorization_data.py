@@ -19,12 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import Records
-from test_codec_strategies import encode, kio_module
+from test_codec_strategies import kio_module
 
 from codec.api_table import API_TABLE
 from codec.headers import encode_request_header, parse_request_header
-from policies.acl.model import CLUSTER_NAME, AclDecision, Operation, ResourceType
-from policies.auth.principal import Principal
+from policies.acl.model import CLUSTER_NAME, Operation, ResourceType
 from policies.authorization import data
 from policies.authorization.data import (
     DELETE_RECORDS_API,
@@ -37,118 +36,50 @@ from policies.authorization.data import (
 )
 from policies.authorization.messages import (
     MessageError,
-    decode_request,
     decode_response,
-    encode_response,
     response_class,
 )
 from policies.authorization.splitting import Decisions, build
-from policies.authorization.verdict import Denial, RequestVerdict
+from tests.authorization_fakes import (
+    CORRELATION_ID,
+    Question,
+    allowing,
+    assert_untouched,
+    denial,
+    encode,
+    forwarded_body,
+    local_answer,
+    request_frame_of,
+    response_frame_of,
+    transformed,
+)
 
 TOPIC = ResourceType.TOPIC
 CLUSTER = ResourceType.CLUSTER
 DENIED = ErrorCode.topic_authorization_failed
 NONE = ErrorCode.none
-CORRELATION_ID = 4242
 THROTTLE = datetime.timedelta(milliseconds=7)
-Grant = tuple[Operation, ResourceType, str]
 
 
-# --- fakes ---------------------------------------------------------------------------
-
-
-class FakeAuthorizer:
-    """Allows exactly the granted (operation, type, name) triples; records every question."""
-
-    def __init__(self, grants: Iterable[Grant] = (), allow_all: bool = False) -> None:
-        self.grants = set(grants)
-        self.allow_all = allow_all
-        self.calls: list[Grant] = []
-
-    def authorize(
-        self, principal: Principal, operation: Operation, resource_type: ResourceType, name: str
-    ) -> AclDecision:
-        assert principal.name == "alice"
-        self.calls.append((operation, resource_type, name))
-        if self.allow_all or (operation, resource_type, name) in self.grants:
-            return AclDecision(True, "rules[0]")
-        return AclDecision(False, "default")
-
-
-@dataclasses.dataclass
-class FakeContext:
-    authorizer: FakeAuthorizer
-    topic_ids: dict[uuid.UUID, str] = dataclasses.field(default_factory=dict)
-    principal: Principal = dataclasses.field(
-        default_factory=lambda: Principal(name="alice", mechanism="PLAIN")
-    )
-
-    def topic_name(self, topic_id: uuid.UUID) -> str | None:
-        return self.topic_ids.get(topic_id)
-
-
-def context(*grants: Grant, allow_all: bool = False, **ids: uuid.UUID) -> FakeContext:
-    """A context granting ``grants``; ``ids`` maps topic names to the ids the gateway knows."""
-    return FakeContext(FakeAuthorizer(grants, allow_all), {v: k for k, v in ids.items()})
-
-
-def topic_grants(operation: Operation, *names: str) -> list[Grant]:
+def topic_grants(operation: Operation, *names: str) -> list[Question]:
     return [(operation, TOPIC, name) for name in names]
-
-
-def denial(operation: Operation, name: str, resource_type: ResourceType = TOPIC) -> Denial:
-    return Denial(operation, resource_type, name, "default")
-
-
-# --- frames --------------------------------------------------------------------------
-
-
-def request_frame(api_key: int, version: int, body: Any) -> bytes:
-    return encode_request_header(api_key, version, CORRELATION_ID, "test-client") + encode(body)
-
-
-def forwarded(verdict: RequestVerdict) -> Any:
-    assert verdict.forward is not None
-    return decode_request(verdict.forward)[1]
-
-
-def local_answer(verdict: RequestVerdict, api_key: int, version: int) -> Any:
-    assert verdict.forward is None and verdict.transform is None
-    assert verdict.local_response is not None
-    assert verdict.local_response[:4] == CORRELATION_ID.to_bytes(4, "big")
-    return decode_response(verdict.local_response, api_key, version)
-
-
-def upstream_frame(api_key: int, version: int, body: Any) -> bytes:
-    return encode_response(CORRELATION_ID, api_key, version, body)
-
-
-def transformed(verdict: RequestVerdict, api_key: int, version: int, upstream: Any) -> Any:
-    assert verdict.transform is not None
-    out = verdict.transform(upstream_frame(api_key, version, upstream))
-    assert out[:4] == CORRELATION_ID.to_bytes(4, "big")
-    return decode_response(out, api_key, version)
-
-
-def assert_forwarded_as_is(verdict: RequestVerdict, frame: bytes) -> None:
-    assert verdict.forward is frame
-    assert verdict.transform is None and verdict.local_response is None
-    assert verdict.denials == [] and verdict.close_connection is None
 
 
 # --- Decisions ---------------------------------------------------------------------
 
 
 def test_checks_ask_each_question_once_and_audit_each_refusal_once() -> None:
-    ctx = context((Operation.READ, TOPIC, "a"))
+    ctx = allowing((Operation.READ, TOPIC, "a"))
     checks = Decisions(ctx)
     assert checks.allows_topic(Operation.READ, "a") and checks.allows_topic(Operation.READ, "a")
     assert not checks.allows_topic(Operation.READ, "b", audit=False)
     assert checks.denials == []  # a probe is not audited...
     assert not checks.allows_topic(Operation.READ, "b")
     assert not checks.allows_topic(Operation.READ, "b")
-    assert checks.denials == [denial(Operation.READ, "b")]  # ...but the real question is, once
-    assert ctx.authorizer.calls == [(Operation.READ, TOPIC, "a"), (Operation.READ, TOPIC, "b")]
+    assert checks.denials == [
+        denial(Operation.READ, TOPIC, "b")
+    ]  # ...but the real question is, once
+    assert ctx.authorizer.questions == [(Operation.READ, TOPIC, "a"), (Operation.READ, TOPIC, "b")]
 
 
 def test_registry_covers_the_data_plane_apis() -> None:
@@ -263,11 +194,11 @@ def response_partitions(api: PartitionedApi, response: Any) -> list[tuple[str, i
 @pytest.mark.parametrize("api", PARTITIONED)
 def test_partitioned_all_allowed_forwards_the_original_frame(api: PartitionedApi) -> None:
     for version in supported_versions(api.api_key):
-        frame = request_frame(api.api_key, version, partitioned_request(api, version, SPEC))
-        ctx = context(*topic_grants(api.operation, "a", "b"))
-        assert_forwarded_as_is(HANDLERS[api.api_key](ctx, frame, version), frame)
+        frame = request_frame_of(api.api_key, version, partitioned_request(api, version, SPEC))
+        ctx = allowing(*topic_grants(api.operation, "a", "b"))
+        assert_untouched(HANDLERS[api.api_key](ctx, frame, version), frame)
         # Each topic asked once although "a" is listed twice (plus a cluster probe for OFLE).
-        topic_calls = [c for c in ctx.authorizer.calls if c[1] is TOPIC]
+        topic_calls = [c for c in ctx.authorizer.questions if c[1] is TOPIC]
         assert topic_calls == topic_grants(api.operation, "a", "b")
 
 
@@ -277,8 +208,8 @@ SPEC: TopicSpec = [("a", [0, 1]), ("b", [2]), ("a", [5])]
 @pytest.mark.parametrize("api", PARTITIONED)
 def test_partitioned_all_denied_is_answered_locally(api: PartitionedApi) -> None:
     for version in supported_versions(api.api_key):
-        frame = request_frame(api.api_key, version, partitioned_request(api, version, SPEC))
-        verdict = HANDLERS[api.api_key](context(), frame, version)
+        frame = request_frame_of(api.api_key, version, partitioned_request(api, version, SPEC))
+        verdict = HANDLERS[api.api_key](allowing(), frame, version)
         answer = local_answer(verdict, api.api_key, version)
         assert response_partitions(api, answer) == [
             ("a", 0, DENIED),
@@ -286,7 +217,10 @@ def test_partitioned_all_denied_is_answered_locally(api: PartitionedApi) -> None
             ("b", 2, DENIED),
             ("a", 5, DENIED),
         ]
-        assert verdict.denials == [denial(api.operation, "a"), denial(api.operation, "b")]
+        assert verdict.denials == [
+            denial(api.operation, TOPIC, "a"),
+            denial(api.operation, TOPIC, "b"),
+        ]
         if hasattr(answer, "throttle_time"):
             assert answer.throttle_time == datetime.timedelta(0)
 
@@ -305,9 +239,9 @@ def test_refused_partitions_carry_kafkas_fields() -> None:
     ]
     for api, fields in expected:
         version = supported_versions(api.api_key)[-1]
-        frame = request_frame(api.api_key, version, partitioned_request(api, version, spec))
+        frame = request_frame_of(api.api_key, version, partitioned_request(api, version, spec))
         answer = local_answer(
-            HANDLERS[api.api_key](context(), frame, version), api.api_key, version
+            HANDLERS[api.api_key](allowing(), frame, version), api.api_key, version
         )
         (partition,) = api.response.partition_list(api.response.topic_list(answer)[0])
         assert partition.error_code == DENIED
@@ -320,13 +254,15 @@ def test_partitioned_split_forwards_allowed_and_merges_in_client_order(
 ) -> None:
     version = supported_versions(api.api_key)[-1]
     spec = [("a", [0, 1]), ("secret", [4]), ("b", [2]), ("a", [5]), ("secret", [0])]
-    frame = request_frame(api.api_key, version, partitioned_request(api, version, spec))
-    verdict = HANDLERS[api.api_key](context(*topic_grants(api.operation, "a", "b")), frame, version)
-    assert verdict.denials == [denial(api.operation, "secret")]
+    frame = request_frame_of(api.api_key, version, partitioned_request(api, version, spec))
+    verdict = HANDLERS[api.api_key](
+        allowing(*topic_grants(api.operation, "a", "b")), frame, version
+    )
+    assert verdict.denials == [denial(api.operation, TOPIC, "secret")]
     assert verdict.forward is not None
     header = parse_request_header(frame)
     assert verdict.forward[: header.body_offset] == frame[: header.body_offset]
-    sent = forwarded(verdict)
+    sent = forwarded_body(verdict)
     assert api.request.client_order(sent) == [("a", [0, 1]), ("b", [2]), ("a", [5])]
     upstream = echo_upstream(api, version, sent, order=[2, 0, 1])  # the broker reorders
     merged = transformed(verdict, api.api_key, version, upstream)
@@ -355,8 +291,10 @@ def test_merge_keeps_exactly_the_client_partitions_in_order(
     api: PartitionedApi, data: Any, spec: TopicSpec, allowed: set[str]
 ) -> None:
     version = data.draw(st.sampled_from(supported_versions(api.api_key)))
-    frame = request_frame(api.api_key, version, partitioned_request(api, version, spec))
-    verdict = HANDLERS[api.api_key](context(*topic_grants(api.operation, *allowed)), frame, version)
+    frame = request_frame_of(api.api_key, version, partitioned_request(api, version, spec))
+    verdict = HANDLERS[api.api_key](
+        allowing(*topic_grants(api.operation, *allowed)), frame, version
+    )
     expected = [
         (name, index, NONE if name in allowed else DENIED)
         for name, indexes in spec
@@ -368,7 +306,7 @@ def test_merge_keeps_exactly_the_client_partitions_in_order(
     if verdict.forward is None:
         answer = local_answer(verdict, api.api_key, version)
     else:
-        sent = forwarded(verdict)
+        sent = forwarded_body(verdict)
         assert {name for name, _ in api.request.client_order(sent)} <= allowed
         order = data.draw(st.permutations(range(len(api.request.topic_list(sent)))))
         answer = transformed(
@@ -380,20 +318,20 @@ def test_merge_keeps_exactly_the_client_partitions_in_order(
 
 def test_offset_for_leader_epoch_cluster_action_allows_every_topic() -> None:
     api = OFFSET_FOR_LEADER_EPOCH_API
-    frame = request_frame(23, 4, partitioned_request(api, 4, [("secret", [0])]))
-    ctx = context((Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME))
-    assert_forwarded_as_is(HANDLERS[23](ctx, frame, 4), frame)
-    assert ctx.authorizer.calls == [(Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME)]
+    frame = request_frame_of(23, 4, partitioned_request(api, 4, [("secret", [0])]))
+    ctx = allowing((Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME))
+    assert_untouched(HANDLERS[23](ctx, frame, 4), frame)
+    assert ctx.authorizer.questions == [(Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME)]
     # Without it, the cluster probe is not audited; the topic refusal is.
-    verdict = HANDLERS[23](context(), frame, 4)
-    assert verdict.denials == [denial(Operation.DESCRIBE, "secret")]
+    verdict = HANDLERS[23](allowing(), frame, 4)
+    assert verdict.denials == [denial(Operation.DESCRIBE, TOPIC, "secret")]
 
 
 def test_merge_keeps_unexpected_upstream_partitions() -> None:
     """A partition the broker answers but the client did not ask for is not dropped."""
     api = LIST_OFFSETS_API
-    frame = request_frame(2, 7, partitioned_request(api, 7, [("a", [0]), ("secret", [1])]))
-    verdict = HANDLERS[2](context(*topic_grants(Operation.DESCRIBE, "a")), frame, 7)
+    frame = request_frame_of(2, 7, partitioned_request(api, 7, [("a", [0]), ("secret", [1])]))
+    verdict = HANDLERS[2](allowing(*topic_grants(Operation.DESCRIBE, "a")), frame, 7)
     upstream = echo_upstream(api, 7, partitioned_request(api, 7, [("a", [0, 9])]), [0])
     merged = transformed(verdict, 2, 7, upstream)
     assert response_partitions(api, merged) == [
@@ -476,28 +414,28 @@ def produce_partitions(version: int, response: Any) -> list[tuple[Any, int, int,
 @pytest.mark.parametrize("version", range(3, 14))
 def test_produce_all_allowed_forwards_the_original_frame(version: int) -> None:
     a, b = (uuid.uuid4(), uuid.uuid4()) if version >= 13 else ("a", "b")
-    frame = request_frame(0, version, produce_request(version, [(a, [0]), (b, [1]), (a, [2])]))
+    frame = request_frame_of(0, version, produce_request(version, [(a, [0]), (b, [1]), (a, [2])]))
     ctx = (
-        context(*topic_grants(Operation.WRITE, "a", "b"), a=a, b=b)
+        allowing(*topic_grants(Operation.WRITE, "a", "b"), a=a, b=b)
         if version >= 13
-        else (context(*topic_grants(Operation.WRITE, "a", "b")))
+        else (allowing(*topic_grants(Operation.WRITE, "a", "b")))
     )
-    assert_forwarded_as_is(data.authorize_produce(ctx, frame, version), frame)
-    assert ctx.authorizer.calls == topic_grants(Operation.WRITE, "a", "b")
+    assert_untouched(data.authorize_produce(ctx, frame, version), frame)
+    assert ctx.authorizer.questions == topic_grants(Operation.WRITE, "a", "b")
 
 
 @pytest.mark.parametrize("version", range(3, 14))
 def test_produce_all_denied_is_answered_locally(version: int) -> None:
     a = uuid.uuid4() if version >= 13 else "a"
-    frame = request_frame(0, version, produce_request(version, [(a, [0, 7])]))
-    ctx = context(a=a) if isinstance(a, uuid.UUID) else context()
+    frame = request_frame_of(0, version, produce_request(version, [(a, [0, 7])]))
+    ctx = allowing(a=a) if isinstance(a, uuid.UUID) else allowing()
     verdict = data.authorize_produce(ctx, frame, version)
     answer = local_answer(verdict, 0, version)
     assert produce_partitions(version, answer) == [(a, 0, DENIED, -1), (a, 7, DENIED, -1)]
     for partition in answer.responses[0].partition_responses:
         assert partition.log_append_time is None  # -1 on the wire
         assert getattr(partition, "log_start_offset", -1) == -1
-    assert verdict.denials == [denial(Operation.WRITE, "a")]
+    assert verdict.denials == [denial(Operation.WRITE, TOPIC, "a")]
 
 
 @pytest.mark.parametrize("version", [3, 8, 9, 12, 13])
@@ -506,14 +444,14 @@ def test_produce_split_forwards_allowed_topics_and_merges(version: int) -> None:
     key = (lambda n: ids[n]) if version >= 13 else (lambda n: n)
     spec = [(key("a"), [0, 7]), (key("secret"), [1]), (key("b"), [2]), (key("secret"), [3])]
     request = produce_request(version, spec, acks=1)
-    frame = request_frame(0, version, request)
-    ctx = context(*topic_grants(Operation.WRITE, "a", "b"), **ids)
+    frame = request_frame_of(0, version, request)
+    ctx = allowing(*topic_grants(Operation.WRITE, "a", "b"), **ids)
     verdict = data.authorize_produce(ctx, frame, version)
-    assert verdict.denials == [denial(Operation.WRITE, "secret")]
+    assert verdict.denials == [denial(Operation.WRITE, TOPIC, "secret")]
     assert verdict.forward is not None and verdict.close_connection is None
     body_offset = parse_request_header(frame).body_offset
     assert verdict.forward[:body_offset] == frame[:body_offset]
-    sent = forwarded(verdict)
+    sent = forwarded_body(verdict)
     expected_sent = dataclasses.replace(
         request, topic_data=(request.topic_data[0], request.topic_data[2])
     )
@@ -532,13 +470,13 @@ def test_produce_split_forwards_allowed_topics_and_merges(version: int) -> None:
 def test_produce_v13_unknown_topic_id() -> None:
     known, unknown = uuid.uuid4(), uuid.uuid4()
     request = produce_request(13, [(known, [0]), (unknown, [1, 2])])
-    frame = request_frame(0, 13, request)
+    frame = request_frame_of(0, 13, request)
     verdict = data.authorize_produce(
-        context(*topic_grants(Operation.WRITE, "known"), known=known), frame, 13
+        allowing(*topic_grants(Operation.WRITE, "known"), known=known), frame, 13
     )
     assert verdict.denials == []  # not a refusal: the gateway does not know the id
-    assert [t.topic_id for t in forwarded(verdict).topic_data] == [known]
-    merged = transformed(verdict, 0, 13, produce_upstream(13, forwarded(verdict)))
+    assert [t.topic_id for t in forwarded_body(verdict).topic_data] == [known]
+    merged = transformed(verdict, 0, 13, produce_upstream(13, forwarded_body(verdict)))
     unknown_topic_id = ErrorCode(data.UNKNOWN_TOPIC_ID)
     assert produce_partitions(13, merged) == [
         (known, 0, NONE, 100),
@@ -551,32 +489,32 @@ def test_produce_v13_unknown_topic_id() -> None:
 def test_produce_transactional_id_denied_fails_every_partition(version: int) -> None:
     a = uuid.uuid4() if version >= 13 else "a"
     request = produce_request(version, [(a, [0, 1])], transactional_id="txn-1")
-    frame = request_frame(0, version, request)
+    frame = request_frame_of(0, version, request)
     ctx = (
-        context(*topic_grants(Operation.WRITE, "a"), a=a)
+        allowing(*topic_grants(Operation.WRITE, "a"), a=a)
         if version >= 13
-        else context(*topic_grants(Operation.WRITE, "a"))
+        else allowing(*topic_grants(Operation.WRITE, "a"))
     )
     verdict = data.authorize_produce(ctx, frame, version)
     answer = local_answer(verdict, 0, version)
     failed = ErrorCode.transactional_id_authorization_failed
     assert produce_partitions(version, answer) == [(a, 0, failed, -1), (a, 1, failed, -1)]
-    assert verdict.denials == [denial(Operation.WRITE, "txn-1", ResourceType.TRANSACTIONAL_ID)]
+    assert verdict.denials == [denial(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, "txn-1")]
     # With Write on the transactional id the request goes through untouched.
-    ctx.authorizer.grants.add((Operation.WRITE, ResourceType.TRANSACTIONAL_ID, "txn-1"))
-    assert_forwarded_as_is(data.authorize_produce(ctx, frame, version), frame)
+    ctx.authorizer.listed.add((Operation.WRITE, ResourceType.TRANSACTIONAL_ID, "txn-1"))
+    assert_untouched(data.authorize_produce(ctx, frame, version), frame)
 
 
 @pytest.mark.parametrize("version", [3, 9, 12])
 def test_produce_acks_zero(version: int) -> None:
     request = produce_request(version, [("a", [0]), ("secret", [1])], acks=0)
-    frame = request_frame(0, version, request)
-    verdict = data.authorize_produce(context(*topic_grants(Operation.WRITE, "a")), frame, version)
+    frame = request_frame_of(0, version, request)
+    verdict = data.authorize_produce(allowing(*topic_grants(Operation.WRITE, "a")), frame, version)
     assert verdict.forward is None and verdict.local_response is None
     assert verdict.close_connection is not None and "acks=0" in verdict.close_connection
-    assert verdict.denials == [denial(Operation.WRITE, "secret")]
-    allowed = context(*topic_grants(Operation.WRITE, "a", "secret"))
-    assert_forwarded_as_is(data.authorize_produce(allowed, frame, version), frame)
+    assert verdict.denials == [denial(Operation.WRITE, TOPIC, "secret")]
+    allowed = allowing(*topic_grants(Operation.WRITE, "a", "secret"))
+    assert_untouched(data.authorize_produce(allowed, frame, version), frame)
 
 
 def _produce_v2_frame(topics: Sequence[tuple[str, Sequence[int]]]) -> bytes:
@@ -588,11 +526,11 @@ def _produce_v2_frame(topics: Sequence[tuple[str, Sequence[int]]]) -> bytes:
 
 def test_produce_v2_denial_closes_the_connection() -> None:
     frame = _produce_v2_frame([("a", [0]), ("secret", [1])])
-    verdict = data.authorize_produce(context(*topic_grants(Operation.WRITE, "a")), frame, 2)
+    verdict = data.authorize_produce(allowing(*topic_grants(Operation.WRITE, "a")), frame, 2)
     assert verdict.forward is None and verdict.local_response is None
     assert verdict.close_connection is not None and "v2" in verdict.close_connection
-    allowed = context(*topic_grants(Operation.WRITE, "a", "secret"))
-    assert_forwarded_as_is(data.authorize_produce(allowed, frame, 2), frame)
+    allowed = allowing(*topic_grants(Operation.WRITE, "a", "secret"))
+    assert_untouched(data.authorize_produce(allowed, frame, 2), frame)
 
 
 @pytest.mark.parametrize("version", [3, 9, 13])
@@ -604,8 +542,8 @@ def test_produce_merge_keeps_exactly_the_client_partitions_in_order(
     ids = {name: uuid.UUID(int=ord(name)) for name in "abcde"}
     key = (lambda n: ids[n]) if version >= 13 else (lambda n: n)
     request = produce_request(version, [(key(n), idx) for n, idx in spec])
-    frame = request_frame(0, version, request)
-    ctx = context(*topic_grants(Operation.WRITE, *allowed), **ids)
+    frame = request_frame_of(0, version, request)
+    ctx = allowing(*topic_grants(Operation.WRITE, *allowed), **ids)
     verdict = data.authorize_produce(ctx, frame, version)
     if all(name in allowed for name, _ in spec):
         assert verdict.forward is frame
@@ -613,7 +551,7 @@ def test_produce_merge_keeps_exactly_the_client_partitions_in_order(
     if verdict.forward is None:
         answer = local_answer(verdict, 0, version)
     else:
-        sent = forwarded(verdict)
+        sent = forwarded_body(verdict)
         kept = [t for t in request.topic_data if any(key(n) == _key(t, version) for n in allowed)]
         assert sent.topic_data == tuple(kept)
         order = data_.draw(st.permutations(range(len(sent.topic_data))))
@@ -723,22 +661,22 @@ def assert_refused_fetch_partition(partition: Any, error: ErrorCode = DENIED) ->
 @pytest.mark.parametrize("version", range(4, 19))
 def test_fetch_all_allowed_forwards_the_original_frame(version: int) -> None:
     a = uuid.uuid4() if version >= 13 else "a"
-    frame = request_frame(1, version, fetch_request(version, [(a, [0, 1]), (a, [2])]))
+    frame = request_frame_of(1, version, fetch_request(version, [(a, [0, 1]), (a, [2])]))
     ctx = (
-        context(*topic_grants(Operation.READ, "a"), a=a)
+        allowing(*topic_grants(Operation.READ, "a"), a=a)
         if version >= 13
-        else context(*topic_grants(Operation.READ, "a"))
+        else allowing(*topic_grants(Operation.READ, "a"))
     )
-    assert_forwarded_as_is(data.authorize_fetch(ctx, frame, version), frame)
-    assert ctx.authorizer.calls == topic_grants(Operation.READ, "a")
+    assert_untouched(data.authorize_fetch(ctx, frame, version), frame)
+    assert ctx.authorizer.questions == topic_grants(Operation.READ, "a")
 
 
 @pytest.mark.parametrize("version", range(4, 19))
 def test_fetch_full_request_all_denied_is_answered_locally(version: int) -> None:
     a = uuid.uuid4() if version >= 13 else "a"
     request = fetch_request(version, [(a, [0, 3])], session_id=0, session_epoch=0)
-    frame = request_frame(1, version, request)
-    ctx = context(a=a) if version >= 13 else context()
+    frame = request_frame_of(1, version, request)
+    ctx = allowing(a=a) if version >= 13 else allowing()
     verdict = data.authorize_fetch(ctx, frame, version)
     answer = local_answer(verdict, 1, version)
     assert fetch_partitions(version, answer) == [(a, 0, DENIED), (a, 3, DENIED)]
@@ -747,7 +685,7 @@ def test_fetch_full_request_all_denied_is_answered_locally(version: int) -> None
     assert answer.throttle_time == datetime.timedelta(0)
     if version >= 7:
         assert (answer.error_code, answer.session_id) == (NONE, 0)  # no session created
-    assert verdict.denials == [denial(Operation.READ, "a")]
+    assert verdict.denials == [denial(Operation.READ, TOPIC, "a")]
 
 
 @pytest.mark.parametrize("version", [4, 7, 11, 12, 13, 16, 18])
@@ -755,14 +693,14 @@ def test_fetch_split_appends_refused_topics_without_touching_records(version: in
     ids = {name: uuid.uuid4() for name in ("a", "secret", "b")}
     key = (lambda n: ids[n]) if version >= 13 else (lambda n: n)
     request = fetch_request(version, [(key("a"), [0, 1]), (key("secret"), [2]), (key("b"), [3])])
-    frame = request_frame(1, version, request)
-    ctx = context(*topic_grants(Operation.READ, "a", "b"), **ids)
+    frame = request_frame_of(1, version, request)
+    ctx = allowing(*topic_grants(Operation.READ, "a", "b"), **ids)
     verdict = data.authorize_fetch(ctx, frame, version)
-    assert verdict.denials == [denial(Operation.READ, "secret")]
-    sent = forwarded(verdict)
+    assert verdict.denials == [denial(Operation.READ, TOPIC, "secret")]
+    sent = forwarded_body(verdict)
     assert sent == dataclasses.replace(request, topics=(request.topics[0], request.topics[2]))
     upstream = fetch_upstream(version, sent)
-    upstream_bytes = upstream_frame(1, version, upstream)
+    upstream_bytes = response_frame_of(1, version, upstream)
     assert verdict.transform is not None
     out = verdict.transform(upstream_bytes)
     merged = decode_response(out, 1, version)
@@ -781,8 +719,8 @@ def test_fetch_incremental_request_without_a_known_session_is_refused(version: i
     # The stateless handler is a connection that has no session: nothing to forward.
     a = uuid.uuid4() if version >= 13 else "a"
     request = fetch_request(version, [(a, [0])], session_id=77, session_epoch=3)
-    frame = request_frame(1, version, request)
-    ctx = context(*topic_grants(Operation.READ, "a"), a=a)
+    frame = request_frame_of(1, version, request)
+    ctx = allowing(*topic_grants(Operation.READ, "a"), a=a)
     answer = local_answer(data.authorize_fetch(ctx, frame, version), 1, version)
     assert answer.error_code == ErrorCode.fetch_session_id_not_found
     assert (answer.session_id, answer.responses) == (0, ())
@@ -791,10 +729,10 @@ def test_fetch_incremental_request_without_a_known_session_is_refused(version: i
 def test_fetch_upstream_top_level_error_is_passed_through() -> None:
     request = fetch_request(12, [("a", [0]), ("secret", [1])], session_id=0, session_epoch=0)
     verdict = data.authorize_fetch(
-        context(*topic_grants(Operation.READ, "a")), request_frame(1, 12, request), 12
+        allowing(*topic_grants(Operation.READ, "a")), request_frame_of(1, 12, request), 12
     )
     error = ErrorCode.invalid_fetch_session_epoch
-    upstream_bytes = upstream_frame(1, 12, fetch_upstream(12, request, error_code=error))
+    upstream_bytes = response_frame_of(1, 12, fetch_upstream(12, request, error_code=error))
     assert verdict.transform is not None
     assert verdict.transform(upstream_bytes) is upstream_bytes
 
@@ -803,11 +741,11 @@ def test_fetch_upstream_top_level_error_is_passed_through() -> None:
 def test_fetch_unknown_topic_id(version: int) -> None:
     known, unknown = uuid.uuid4(), uuid.uuid4()
     request = fetch_request(version, [(known, [0]), (unknown, [1])])
-    frame = request_frame(1, version, request)
-    ctx = context(*topic_grants(Operation.READ, "known"), known=known)
+    frame = request_frame_of(1, version, request)
+    ctx = allowing(*topic_grants(Operation.READ, "known"), known=known)
     verdict = data.authorize_fetch(ctx, frame, version)
     assert verdict.denials == []
-    sent = forwarded(verdict)
+    sent = forwarded_body(verdict)
     merged = transformed(verdict, 1, version, fetch_upstream(version, sent))
     unknown_topic_id = ErrorCode(data.UNKNOWN_TOPIC_ID)
     assert fetch_partitions(version, merged) == [(known, 0, NONE), (unknown, 1, unknown_topic_id)]
@@ -818,18 +756,18 @@ def test_fetch_unknown_topic_id(version: int) -> None:
 def test_follower_fetch_needs_cluster_action(version: int) -> None:
     a = uuid.uuid4() if version >= 13 else "a"
     request = fetch_request(version, [(a, [0])], replica_id=2)
-    frame = request_frame(1, version, request)
+    frame = request_frame_of(1, version, request)
     ctx = (
-        context(*topic_grants(Operation.READ, "a"), a=a)
+        allowing(*topic_grants(Operation.READ, "a"), a=a)
         if version >= 13
-        else context(*topic_grants(Operation.READ, "a"))
+        else allowing(*topic_grants(Operation.READ, "a"))
     )
     verdict = data.authorize_fetch(ctx, frame, version)
     assert fetch_partitions(version, local_answer(verdict, 1, version)) == [(a, 0, DENIED)]
-    assert verdict.denials == [denial(Operation.CLUSTER_ACTION, CLUSTER_NAME, CLUSTER)]
-    follower = context((Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME))
-    assert_forwarded_as_is(data.authorize_fetch(follower, frame, version), frame)
-    assert follower.authorizer.calls == [(Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME)]
+    assert verdict.denials == [denial(Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME)]
+    follower = allowing((Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME))
+    assert_untouched(data.authorize_fetch(follower, frame, version), frame)
+    assert follower.authorizer.questions == [(Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME)]
 
 
 # --- Metadata ------------------------------------------------------------------------------
@@ -906,17 +844,17 @@ def metadata_topics(response: Any) -> list[tuple[str | None, int, int]]:
 
 @pytest.mark.parametrize("version", range(14))
 def test_metadata_named_topics_all_allowed_forward_the_original_frame(version: int) -> None:
-    frame = request_frame(3, version, metadata_request(version, ["a", "b"], auto_create=True))
-    ctx = context(*topic_grants(Operation.DESCRIBE, "a", "b"), allow_all=False)
-    ctx.authorizer.grants.add((Operation.CREATE, CLUSTER, CLUSTER_NAME))
-    assert_forwarded_as_is(data.authorize_metadata(ctx, frame, version), frame)
+    frame = request_frame_of(3, version, metadata_request(version, ["a", "b"], auto_create=True))
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "b"), allow_all=False)
+    ctx.authorizer.listed.add((Operation.CREATE, CLUSTER, CLUSTER_NAME))
+    assert_untouched(data.authorize_metadata(ctx, frame, version), frame)
 
 
 @pytest.mark.parametrize("version", range(14))
 def test_metadata_all_topics_leaves_out_unauthorized_topics(version: int) -> None:
     names = [] if version == 0 else None
-    frame = request_frame(3, version, metadata_request(version, names))
-    ctx = context(*topic_grants(Operation.DESCRIBE, "a", "c"))
+    frame = request_frame_of(3, version, metadata_request(version, names))
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "c"))
     verdict = data.authorize_metadata(ctx, frame, version)
     assert verdict.forward is frame and verdict.denials == []
     assert verdict.transform is not None
@@ -929,19 +867,19 @@ def test_metadata_all_topics_leaves_out_unauthorized_topics(version: int) -> Non
     )
     # Nothing to filter: the very same bytes come back.
     allowed = metadata_upstream(version, [("a", NONE, None), ("c", NONE, None)])
-    allowed_bytes = upstream_frame(3, version, allowed)
+    allowed_bytes = response_frame_of(3, version, allowed)
     assert verdict.transform(allowed_bytes) is allowed_bytes
 
 
 @pytest.mark.parametrize("version", [1, 4, 9, 12, 13])
 def test_metadata_named_unauthorized_topic_is_not_forwarded(version: int) -> None:
-    frame = request_frame(3, version, metadata_request(version, ["a", "secret"]))
+    frame = request_frame_of(3, version, metadata_request(version, ["a", "secret"]))
     may_create = (Operation.CREATE, CLUSTER, CLUSTER_NAME)  # v1-3 always auto-create
     verdict = data.authorize_metadata(
-        context(*topic_grants(Operation.DESCRIBE, "a"), may_create), frame, version
+        allowing(*topic_grants(Operation.DESCRIBE, "a"), may_create), frame, version
     )
-    assert verdict.denials == [denial(Operation.DESCRIBE, "secret")]
-    assert [t.name for t in forwarded(verdict).topics] == ["a"]
+    assert verdict.denials == [denial(Operation.DESCRIBE, TOPIC, "secret")]
+    assert [t.name for t in forwarded_body(verdict).topics] == ["a"]
     upstream = metadata_upstream(version, [("a", NONE, uuid.uuid4())])
     answer = transformed(verdict, 3, version, upstream)
     assert metadata_topics(answer) == [("a", NONE, 1), ("secret", DENIED, 0)]
@@ -953,9 +891,9 @@ def test_metadata_named_unauthorized_topic_is_not_forwarded(version: int) -> Non
 
 @pytest.mark.parametrize("version", [0, 1, 12])
 def test_metadata_all_named_topics_unauthorized(version: int) -> None:
-    frame = request_frame(3, version, metadata_request(version, ["secret"]))
-    verdict = data.authorize_metadata(context(), frame, version)
-    assert forwarded(verdict).topics == ()  # the broker still gives brokers and controller
+    frame = request_frame_of(3, version, metadata_request(version, ["secret"]))
+    verdict = data.authorize_metadata(allowing(), frame, version)
+    assert forwarded_body(verdict).topics == ()  # the broker still gives brokers and controller
     # An empty v0 list means "all topics": whatever the broker lists is dropped.
     upstream = metadata_upstream(version, [("other", NONE, None)] if version == 0 else [])
     answer = transformed(verdict, 3, version, upstream)
@@ -966,10 +904,12 @@ def test_metadata_all_named_topics_unauthorized(version: int) -> None:
 @pytest.mark.parametrize("version", [4, 9, 12])
 def test_metadata_auto_creation_without_create(version: int) -> None:
     """Describe but no Create: auto-creation is turned off; "unknown" becomes "unauthorized"."""
-    frame = request_frame(3, version, metadata_request(version, ["new", "old"], auto_create=True))
-    ctx = context(*topic_grants(Operation.DESCRIBE, "new", "old"))
+    frame = request_frame_of(
+        3, version, metadata_request(version, ["new", "old"], auto_create=True)
+    )
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "new", "old"))
     verdict = data.authorize_metadata(ctx, frame, version)
-    sent = forwarded(verdict)
+    sent = forwarded_body(verdict)
     assert [t.name for t in sent.topics] == ["new", "old"]
     assert sent.allow_auto_topic_creation is False
     assert verdict.denials == []  # a Create probe refuses nothing by itself
@@ -980,19 +920,19 @@ def test_metadata_auto_creation_without_create(version: int) -> None:
     assert answer.topics[1] == upstream.topics[1]
     # Create on the topic (or on the cluster) lets the request through untouched.
     for grant in [(Operation.CREATE, TOPIC, "new"), (Operation.CREATE, CLUSTER, CLUSTER_NAME)]:
-        ctx = context(*topic_grants(Operation.DESCRIBE, "new"), grant)
-        frame = request_frame(3, version, metadata_request(version, ["new"], auto_create=True))
-        assert_forwarded_as_is(data.authorize_metadata(ctx, frame, version), frame)
+        ctx = allowing(*topic_grants(Operation.DESCRIBE, "new"), grant)
+        frame = request_frame_of(3, version, metadata_request(version, ["new"], auto_create=True))
+        assert_untouched(data.authorize_metadata(ctx, frame, version), frame)
 
 
 def test_metadata_auto_creation_mixed_create_rights_turns_creation_off_for_all() -> None:
     """Documented limitation: the flag is per request, so "mine" is not created either."""
-    frame = request_frame(3, 12, metadata_request(12, ["mine", "theirs"], auto_create=True))
-    ctx = context(
+    frame = request_frame_of(3, 12, metadata_request(12, ["mine", "theirs"], auto_create=True))
+    ctx = allowing(
         *topic_grants(Operation.DESCRIBE, "mine", "theirs"), (Operation.CREATE, TOPIC, "mine")
     )
     verdict = data.authorize_metadata(ctx, frame, 12)
-    assert forwarded(verdict).allow_auto_topic_creation is False
+    assert forwarded_body(verdict).allow_auto_topic_creation is False
     unknown = ErrorCode.unknown_topic_or_partition
     upstream = metadata_upstream(12, [("mine", unknown, None), ("theirs", unknown, None)])
     answer = transformed(verdict, 3, 12, upstream)
@@ -1001,11 +941,11 @@ def test_metadata_auto_creation_mixed_create_rights_turns_creation_off_for_all()
 
 def test_metadata_v3_auto_creation_without_create_is_refused_locally() -> None:
     """v0-3 cannot turn auto-creation off, so the topic is not sent to the broker at all."""
-    frame = request_frame(3, 3, metadata_request(3, ["a", "new"]))
-    ctx = context(*topic_grants(Operation.DESCRIBE, "a", "new"), (Operation.CREATE, TOPIC, "a"))
+    frame = request_frame_of(3, 3, metadata_request(3, ["a", "new"]))
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "new"), (Operation.CREATE, TOPIC, "a"))
     verdict = data.authorize_metadata(ctx, frame, 3)
-    assert [t.name for t in forwarded(verdict).topics] == ["a"]
-    assert verdict.denials == [denial(Operation.CREATE, "new")]
+    assert [t.name for t in forwarded_body(verdict).topics] == ["a"]
+    assert verdict.denials == [denial(Operation.CREATE, TOPIC, "new")]
     answer = transformed(verdict, 3, 3, metadata_upstream(3, [("a", NONE, None)]))
     assert metadata_topics(answer) == [("a", NONE, 1), ("new", DENIED, 0)]
 
@@ -1013,9 +953,9 @@ def test_metadata_v3_auto_creation_without_create_is_refused_locally() -> None:
 @pytest.mark.parametrize("version", [12, 13])
 def test_metadata_topics_by_id_are_filtered_by_name(version: int) -> None:
     mine, theirs = uuid.uuid4(), uuid.uuid4()
-    frame = request_frame(3, version, metadata_request(version, [mine, theirs]))
+    frame = request_frame_of(3, version, metadata_request(version, [mine, theirs]))
     verdict = data.authorize_metadata(
-        context(*topic_grants(Operation.DESCRIBE, "mine")), frame, version
+        allowing(*topic_grants(Operation.DESCRIBE, "mine")), frame, version
     )
     assert verdict.forward is frame  # ids are not names: forwarded as they are
     upstream = metadata_upstream(version, [("mine", NONE, mine), ("theirs", NONE, theirs)])
@@ -1082,8 +1022,8 @@ def topic_bits(response: Any) -> list[tuple[str | None, int]]:
 
 @pytest.mark.parametrize("version", OPERATIONS_VERSIONS)
 def test_metadata_topic_operations_are_the_clients(version: int) -> None:
-    frame = request_frame(3, version, metadata_operations_request(version, ["t"]))
-    ctx = context(*topic_grants(Operation.READ, "t"), *topic_grants(Operation.DESCRIBE, "t"))
+    frame = request_frame_of(3, version, metadata_operations_request(version, ["t"]))
+    ctx = allowing(*topic_grants(Operation.READ, "t"), *topic_grants(Operation.DESCRIBE, "t"))
     verdict = data.authorize_metadata(ctx, frame, version)
     assert verdict.forward is frame and verdict.denials == []
     upstream = with_gateway_bits(metadata_upstream(version, [("t", NONE, uuid.uuid4())]))
@@ -1093,13 +1033,13 @@ def test_metadata_topic_operations_are_the_clients(version: int) -> None:
     assert answer == dataclasses.replace(upstream, topics=(expected_topic,))
     # The probes refuse nothing; each operation is asked once (Describe at request time).
     assert verdict.denials == []
-    assert Counter(ctx.authorizer.calls) == Counter((op, TOPIC, "t") for op in TOPIC_BITS)
+    assert Counter(ctx.authorizer.questions) == Counter((op, TOPIC, "t") for op in TOPIC_BITS)
 
 
 @pytest.mark.parametrize("version", OPERATIONS_VERSIONS)
 def test_metadata_topic_operations_of_a_super_user_on_all_topics(version: int) -> None:
-    frame = request_frame(3, version, metadata_operations_request(version, None))
-    verdict = data.authorize_metadata(context(allow_all=True), frame, version)
+    frame = request_frame_of(3, version, metadata_operations_request(version, None))
+    verdict = data.authorize_metadata(allowing(allow_all=True), frame, version)
     upstream = with_gateway_bits(metadata_upstream(version, [("a", NONE, None), ("b", NONE, None)]))
     answer = transformed(verdict, 3, version, upstream)
     assert topic_bits(answer) == [("a", ALL_TOPIC_BITS), ("b", ALL_TOPIC_BITS)]
@@ -1108,8 +1048,8 @@ def test_metadata_topic_operations_of_a_super_user_on_all_topics(version: int) -
 @pytest.mark.parametrize("version", OPERATIONS_VERSIONS)
 def test_metadata_topic_operations_compose_with_the_topic_filter(version: int) -> None:
     """All topics: hidden topics are left out first, the rest get the client's bits."""
-    frame = request_frame(3, version, metadata_operations_request(version, None))
-    ctx = context(*topic_grants(Operation.DESCRIBE, "a"), *topic_grants(Operation.WRITE, "a"))
+    frame = request_frame_of(3, version, metadata_operations_request(version, None))
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "a"), *topic_grants(Operation.WRITE, "a"))
     verdict = data.authorize_metadata(ctx, frame, version)
     upstream = with_gateway_bits(
         metadata_upstream(version, [("secret", NONE, None), ("a", NONE, None)])
@@ -1118,8 +1058,8 @@ def test_metadata_topic_operations_compose_with_the_topic_filter(version: int) -
     assert topic_bits(answer) == [("a", (1 << 4) | (1 << 8))]
     assert verdict.denials == []  # neither the filter nor the probes refuse anything
     # The filter's Describe answers are reused for the bits, never asked twice.
-    assert max(Counter(ctx.authorizer.calls).values()) == 1
-    assert (Operation.READ, TOPIC, "secret") not in ctx.authorizer.calls  # hidden: no bits
+    assert max(Counter(ctx.authorizer.questions).values()) == 1
+    assert (Operation.READ, TOPIC, "secret") not in ctx.authorizer.questions  # hidden: no bits
 
 
 @pytest.mark.parametrize("version", OPERATIONS_VERSIONS)
@@ -1127,12 +1067,12 @@ def test_metadata_topic_operations_of_error_entries(version: int) -> None:
     """Refused entries carry no bits (as Kafka's); other errors get the client's bits."""
     names = ["new", "gone", "secret"]
     request = metadata_operations_request(version, names, auto_create=True)
-    frame = request_frame(3, version, request)
-    ctx = context(
+    frame = request_frame_of(3, version, request)
+    ctx = allowing(
         *topic_grants(Operation.DESCRIBE, "new", "gone"), (Operation.CREATE, TOPIC, "gone")
     )
     verdict = data.authorize_metadata(ctx, frame, version)
-    assert verdict.denials == [denial(Operation.DESCRIBE, "secret")]
+    assert verdict.denials == [denial(Operation.DESCRIBE, TOPIC, "secret")]
     unknown = ErrorCode.unknown_topic_or_partition
     upstream = with_gateway_bits(
         metadata_upstream(version, [("new", unknown, None), ("gone", unknown, None)])
@@ -1150,8 +1090,8 @@ def test_metadata_topic_operations_of_error_entries(version: int) -> None:
 @pytest.mark.parametrize("version", [12, 13])
 def test_metadata_topic_operations_leave_hidden_ids_alone(version: int) -> None:
     mine, theirs = uuid.uuid4(), uuid.uuid4()
-    frame = request_frame(3, version, metadata_operations_request(version, [mine, theirs]))
-    ctx = context(*topic_grants(Operation.DESCRIBE, "mine"))
+    frame = request_frame_of(3, version, metadata_operations_request(version, [mine, theirs]))
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "mine"))
     verdict = data.authorize_metadata(ctx, frame, version)
     upstream = with_gateway_bits(
         metadata_upstream(version, [("mine", NONE, mine), ("theirs", NONE, theirs)])
@@ -1163,10 +1103,10 @@ def test_metadata_topic_operations_leave_hidden_ids_alone(version: int) -> None:
 
 @pytest.mark.parametrize("version", [8, 9, 10])
 def test_metadata_cluster_operations_are_the_clients(version: int) -> None:
-    frame = request_frame(
+    frame = request_frame_of(
         3, version, metadata_operations_request(version, ["t"], topic_ops=False, cluster_ops=True)
     )
-    ctx = context(
+    ctx = allowing(
         *topic_grants(Operation.DESCRIBE, "t"),
         (Operation.DESCRIBE, CLUSTER, CLUSTER_NAME),
         (Operation.IDEMPOTENT_WRITE, CLUSTER, CLUSTER_NAME),
@@ -1178,7 +1118,7 @@ def test_metadata_cluster_operations_are_the_clients(version: int) -> None:
     assert answer.cluster_authorized_operations == (1 << 8) | (1 << 12)
     assert answer.topics == upstream.topics  # topic bits were not asked for
     # Without Describe on the cluster Kafka reports no cluster operation at all.
-    ctx = context(*topic_grants(Operation.DESCRIBE, "t"), (Operation.ALTER, CLUSTER, CLUSTER_NAME))
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "t"), (Operation.ALTER, CLUSTER, CLUSTER_NAME))
     verdict = data.authorize_metadata(ctx, frame, version)
     assert transformed(verdict, 3, version, upstream).cluster_authorized_operations == 0
     assert verdict.denials == []
@@ -1186,8 +1126,8 @@ def test_metadata_cluster_operations_are_the_clients(version: int) -> None:
 
 @pytest.mark.parametrize("version", [8, 10])
 def test_metadata_cluster_operations_not_asked_stay_omitted(version: int) -> None:
-    frame = request_frame(3, version, metadata_operations_request(version, ["t"]))
-    verdict = data.authorize_metadata(context(allow_all=True), frame, version)
+    frame = request_frame_of(3, version, metadata_operations_request(version, ["t"]))
+    verdict = data.authorize_metadata(allowing(allow_all=True), frame, version)
     upstream = metadata_upstream(version, [("t", NONE, None)])
     answer = transformed(verdict, 3, version, upstream)
     assert answer.cluster_authorized_operations == OMITTED
@@ -1198,16 +1138,16 @@ def test_metadata_cluster_operations_not_asked_stay_omitted(version: int) -> Non
 def test_metadata_without_operations_flags_is_unchanged(version: int) -> None:
     """Not asked: the same verdict as before, same authorizer calls, no transform."""
     request = metadata_operations_request(version, ["t"], topic_ops=False)
-    frame = request_frame(3, version, request)
-    ctx = context(*topic_grants(Operation.DESCRIBE, "t"))
-    assert_forwarded_as_is(data.authorize_metadata(ctx, frame, version), frame)
-    assert ctx.authorizer.calls == topic_grants(Operation.DESCRIBE, "t")
+    frame = request_frame_of(3, version, request)
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "t"))
+    assert_untouched(data.authorize_metadata(ctx, frame, version), frame)
+    assert ctx.authorizer.questions == topic_grants(Operation.DESCRIBE, "t")
     # All topics: only the topic filter, which returns the upstream frame itself.
-    all_frame = request_frame(
+    all_frame = request_frame_of(
         3, version, metadata_operations_request(version, None, topic_ops=False)
     )
-    verdict = data.authorize_metadata(context(allow_all=True), all_frame, version)
-    upstream = upstream_frame(
+    verdict = data.authorize_metadata(allowing(allow_all=True), all_frame, version)
+    upstream = response_frame_of(
         3, version, with_gateway_bits(metadata_upstream(version, [("t", NONE, None)]))
     )
     assert verdict.transform is not None and verdict.transform(upstream) is upstream
@@ -1220,8 +1160,8 @@ def test_metadata_without_operations_flags_is_unchanged(version: int) -> None:
 def test_metadata_topic_bits_are_exactly_the_granted_operations(
     granted: set[Operation], version: int
 ) -> None:
-    ctx = context(*topic_grants(Operation.DESCRIBE, "t"), *((op, TOPIC, "t") for op in granted))
-    frame = request_frame(3, version, metadata_operations_request(version, ["t"]))
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "t"), *((op, TOPIC, "t") for op in granted))
+    frame = request_frame_of(3, version, metadata_operations_request(version, ["t"]))
     verdict = data.authorize_metadata(ctx, frame, version)
     upstream = with_gateway_bits(metadata_upstream(version, [("t", NONE, None)]))
     answer = transformed(verdict, 3, version, upstream)
@@ -1263,13 +1203,13 @@ def dtp_upstream(names: Sequence[str], cursor: tuple[str, int] | None = None) ->
 
 
 def test_describe_topic_partitions_named() -> None:
-    frame = request_frame(75, 0, dtp_request(["b", "z-secret", "a", "secret"]))
-    ctx = context(*topic_grants(Operation.DESCRIBE, "a", "b"))
+    frame = request_frame_of(75, 0, dtp_request(["b", "z-secret", "a", "secret"]))
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "b"))
     verdict = data.authorize_describe_topic_partitions(ctx, frame, 0)
-    assert [t.name for t in forwarded(verdict).topics] == ["b", "a"]
+    assert [t.name for t in forwarded_body(verdict).topics] == ["b", "a"]
     assert verdict.denials == [  # asked in the client's order
-        denial(Operation.DESCRIBE, "z-secret"),
-        denial(Operation.DESCRIBE, "secret"),
+        denial(Operation.DESCRIBE, TOPIC, "z-secret"),
+        denial(Operation.DESCRIBE, TOPIC, "secret"),
     ]
     upstream = dtp_upstream(["a", "b"])
     answer = transformed(verdict, 75, 0, upstream)
@@ -1278,31 +1218,31 @@ def test_describe_topic_partitions_named() -> None:
         ("secret", DENIED, None, ()),
         ("z-secret", DENIED, None, ()),
     ]
-    allowed = context(*topic_grants(Operation.DESCRIBE, "a", "b", "secret", "z-secret"))
-    assert_forwarded_as_is(data.authorize_describe_topic_partitions(allowed, frame, 0), frame)
+    allowed = allowing(*topic_grants(Operation.DESCRIBE, "a", "b", "secret", "z-secret"))
+    assert_untouched(data.authorize_describe_topic_partitions(allowed, frame, 0), frame)
 
 
 def test_describe_topic_partitions_all_named_denied_is_local() -> None:
-    frame = request_frame(75, 0, dtp_request(["secret"]))
-    answer = local_answer(data.authorize_describe_topic_partitions(context(), frame, 0), 75, 0)
+    frame = request_frame_of(75, 0, dtp_request(["secret"]))
+    answer = local_answer(data.authorize_describe_topic_partitions(allowing(), frame, 0), 75, 0)
     assert [(t.name, t.error_code) for t in answer.topics] == [("secret", DENIED)]
     assert answer.next_cursor is None
 
 
 def test_describe_topic_partitions_cursor_on_a_denied_topic() -> None:
     """Kafka only describes topics from the cursor on; a denied cursor topic is dropped."""
-    frame = request_frame(75, 0, dtp_request(["a", "m-secret", "z"], cursor=("m-secret", 3)))
-    ctx = context(*topic_grants(Operation.DESCRIBE, "a", "z"))
+    frame = request_frame_of(75, 0, dtp_request(["a", "m-secret", "z"], cursor=("m-secret", 3)))
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "z"))
     verdict = data.authorize_describe_topic_partitions(ctx, frame, 0)
-    sent = forwarded(verdict)
+    sent = forwarded_body(verdict)
     assert [t.name for t in sent.topics] == ["z"] and sent.cursor is None
     answer = transformed(verdict, 75, 0, dtp_upstream(["z"]))
     assert [(t.name, t.error_code) for t in answer.topics] == [("z", NONE), ("m-secret", DENIED)]
 
 
 def test_describe_topic_partitions_all_topics_filter_and_cursor() -> None:
-    frame = request_frame(75, 0, dtp_request([]))
-    ctx = context(*topic_grants(Operation.DESCRIBE, "a", "c"))
+    frame = request_frame_of(75, 0, dtp_request([]))
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "c"))
     verdict = data.authorize_describe_topic_partitions(ctx, frame, 0)
     assert verdict.forward is frame and verdict.transform is not None
     upstream = dtp_upstream(["a", "b-secret", "c"], cursor=("d-secret", 2))
@@ -1310,7 +1250,7 @@ def test_describe_topic_partitions_all_topics_filter_and_cursor() -> None:
     assert [t.name for t in answer.topics] == ["a", "c"]
     # The next page starts right after "c", without naming the refused topic.
     assert (answer.next_cursor.topic_name, answer.next_cursor.partition_index) == ("c\0", 0)
-    plain = upstream_frame(75, 0, dtp_upstream(["a", "c"], cursor=("c", 5)))
+    plain = response_frame_of(75, 0, dtp_upstream(["a", "c"], cursor=("c", 5)))
     assert verdict.transform(plain) is plain
 
 
@@ -1356,11 +1296,11 @@ def test_every_supported_version_is_handled(
     api_key: int, version: int, build: Callable[[], Any]
 ) -> None:
     """Allowed: the original frame; "b" refused: a split or a local answer, never an error."""
-    frame = request_frame(api_key, version, build())
-    allowed = context(allow_all=True, a=TOPIC_IDS["a"], b=TOPIC_IDS["b"])
-    assert_forwarded_as_is(HANDLERS[api_key](allowed, frame, version), frame)
-    ctx = context(a=TOPIC_IDS["a"], b=TOPIC_IDS["b"])
-    ctx.authorizer.grants = {(op, TOPIC, "a") for op in Operation} | {
+    frame = request_frame_of(api_key, version, build())
+    allowed = allowing(allow_all=True, a=TOPIC_IDS["a"], b=TOPIC_IDS["b"])
+    assert_untouched(HANDLERS[api_key](allowed, frame, version), frame)
+    ctx = allowing(a=TOPIC_IDS["a"], b=TOPIC_IDS["b"])
+    ctx.authorizer.listed = {(op, TOPIC, "a") for op in Operation} | {
         (Operation.CREATE, CLUSTER, CLUSTER_NAME)
     }
     verdict = HANDLERS[api_key](ctx, frame, version)
@@ -1372,34 +1312,34 @@ def test_every_supported_version_is_handled(
 
 
 def test_malformed_produce_request_raises_message_error() -> None:
-    frame = request_frame(0, 9, produce_request(9, [("a", [0])]))
+    frame = request_frame_of(0, 9, produce_request(9, [("a", [0])]))
     with pytest.raises(MessageError, match="malformed Produce v9"):
-        data.authorize_produce(context(allow_all=True), frame[:-5], 9)
+        data.authorize_produce(allowing(allow_all=True), frame[:-5], 9)
 
 
 def test_malformed_upstream_responses_raise_message_error() -> None:
     fetch = fetch_request(12, [("a", [0]), ("secret", [1])])
     verdict = data.authorize_fetch(
-        context(*topic_grants(Operation.READ, "a")), request_frame(1, 12, fetch), 12
+        allowing(*topic_grants(Operation.READ, "a")), request_frame_of(1, 12, fetch), 12
     )
     assert verdict.transform is not None
-    upstream = upstream_frame(1, 12, fetch_upstream(12, forwarded(verdict)))
+    upstream = response_frame_of(1, 12, fetch_upstream(12, forwarded_body(verdict)))
     with pytest.raises(MessageError, match="malformed Fetch v12 response"):
         verdict.transform(upstream[:-8])
     metadata = data.authorize_metadata(
-        context(), request_frame(3, 12, metadata_request(12, None)), 12
+        allowing(), request_frame_of(3, 12, metadata_request(12, None)), 12
     )
     assert metadata.transform is not None
-    upstream = upstream_frame(3, 12, metadata_upstream(12, [("a", NONE, None)]))
+    upstream = response_frame_of(3, 12, metadata_upstream(12, [("a", NONE, None)]))
     with pytest.raises(MessageError, match="malformed Metadata v12 response"):
         metadata.transform(upstream[:-12])
 
 
 def test_metadata_repeated_topic_is_asked_and_answered_once() -> None:
-    frame = request_frame(3, 9, metadata_request(9, ["secret", "a", "secret"]))
-    ctx = context(*topic_grants(Operation.DESCRIBE, "a"))
+    frame = request_frame_of(3, 9, metadata_request(9, ["secret", "a", "secret"]))
+    ctx = allowing(*topic_grants(Operation.DESCRIBE, "a"))
     verdict = data.authorize_metadata(ctx, frame, 9)
-    assert ctx.authorizer.calls == topic_grants(Operation.DESCRIBE, "secret", "a")
-    assert [t.name for t in forwarded(verdict).topics] == ["a"]
+    assert ctx.authorizer.questions == topic_grants(Operation.DESCRIBE, "secret", "a")
+    assert [t.name for t in forwarded_body(verdict).topics] == ["a"]
     answer = transformed(verdict, 3, 9, metadata_upstream(9, [("a", NONE, None)]))
     assert metadata_topics(answer) == [("a", NONE, 1), ("secret", DENIED, 0)]

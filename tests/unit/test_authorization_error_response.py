@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import typing
 import uuid
 from typing import Any
@@ -19,7 +18,6 @@ import pytest
 import test_codec_strategies  # noqa: F401  (registers a strategy for kio's Records)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kio.serial import entity_writer
 
 from codec.api_table import API_TABLE
 from codec.errors import CLUSTER_AUTHORIZATION_FAILED, INVALID_REQUEST
@@ -38,23 +36,13 @@ from policies.authorization.messages import (
     request_class,
     response_class,
 )
+from tests.authorization_fakes import CORRELATION_ID, request_frame_of
 
-CORRELATION_ID = 4242
 ALL_VERSIONS = [
     (key, version)
     for key, (_, low, high, _) in sorted(API_TABLE.items())
     for version in range(low, high + 1)
 ]
-
-
-def encode(body: Any) -> bytes:
-    out = io.BytesIO()
-    entity_writer(type(body))(out, body)
-    return out.getvalue()
-
-
-def frame_of(key: int, version: int, body: Any) -> bytes:
-    return encode_request_header(key, version, CORRELATION_ID, "test-client") + encode(body)
 
 
 def request(key: int, version: int, **fields: Any) -> Any:
@@ -68,7 +56,9 @@ def entry(key: int, version: int, field: str, kind: str = "request", **fields: A
 
 def refuse(key: int, version: int, body: Any, code: int = CLUSTER_AUTHORIZATION_FAILED) -> Any:
     """The decoded refusal of ``body``; fails the test if there is none."""
-    response = whole_request_error_response(frame_of(key, version, body), key, version, code)
+    response = whole_request_error_response(
+        request_frame_of(key, version, body), key, version, code
+    )
     assert response is not None
     assert response_correlation_id(response) == CORRELATION_ID
     return decode_response(response, key, version)
@@ -118,7 +108,7 @@ def _requests_of_any_api() -> st.SearchStrategy[tuple[int, int, Any]]:
 @given(_requests_of_any_api())
 def test_any_request_gets_a_valid_refusal_carrying_the_error(sample: tuple[int, int, Any]) -> None:
     key, version, body = sample
-    frame = frame_of(key, version, body)
+    frame = request_frame_of(key, version, body)
     response = whole_request_error_response(frame, key, version, CLUSTER_AUTHORIZATION_FAILED)
     has_top_level_error = bool(top_level_fields(response_class(key, version), "error_code"))
     if response is None:
@@ -286,7 +276,7 @@ def test_describe_configs_answers_each_resource_by_type_and_name() -> None:
 
 
 def test_the_error_message_can_be_chosen() -> None:
-    frame = frame_of(29, 3, request(29, 3))
+    frame = request_frame_of(29, 3, request(29, 3))
     message = kafka_error_message(CLUSTER_AUTHORIZATION_FAILED)
     response = whole_request_error_response(frame, 29, 3, CLUSTER_AUTHORIZATION_FAILED, message)
     assert response is not None

@@ -14,17 +14,10 @@ from kio.static.primitive import Records
 from test_authorization_data import (
     DENIED,
     NONE,
-    assert_forwarded_as_is,
     assert_refused_fetch_partition,
-    context,
     fetch_partitions,
     fetch_request,
-    forwarded,
-    local_answer,
-    request_frame,
     topic_grants,
-    transformed,
-    upstream_frame,
 )
 from test_codec_strategies import gw_mapper, kio_module
 
@@ -40,6 +33,15 @@ from policies.authorization.fetch_sessions import (
 )
 from policies.authorization.messages import decode_response
 from policies.authorization.splitting import build
+from tests.authorization_fakes import (
+    allowing,
+    assert_untouched,
+    forwarded_body,
+    local_answer,
+    request_frame_of,
+    response_frame_of,
+    transformed,
+)
 
 READ = Operation.READ
 SECRET_RECORDS = b"SECRET-RECORDS-" * 8
@@ -83,7 +85,7 @@ def keys(version: int) -> dict[str, Any]:
 
 def ctx_for(version: int, ids: dict[str, Any], *readable: str) -> Any:
     named_ids = {n: i for n, i in ids.items() if isinstance(i, uuid.UUID)}
-    return context(*topic_grants(READ, *readable), **named_ids)
+    return allowing(*topic_grants(READ, *readable), **named_ids)
 
 
 def open_session(
@@ -91,9 +93,9 @@ def open_session(
 ) -> None:
     """A full fetch at epoch 0, answered by the broker with session 77."""
     request = fetch_request(version, topics, session_id=0, session_epoch=0)
-    decision = guard.authorize(ctx, request_frame(1, version, request), version)
+    decision = guard.authorize(ctx, request_frame_of(1, version, request), version)
     assert decision.verdict.forward is not None and decision.exchange is not None
-    response = upstream_frame(1, version, fetch_response(version, topics, 77))
+    response = response_frame_of(1, version, fetch_response(version, topics, 77))
     guard.response_check(decision.exchange, ctx, version).filter(response)
     assert guard.session_id == 77
 
@@ -107,7 +109,7 @@ def incremental(
     session_id: int = 77,
 ) -> tuple[FetchDecision, bytes]:
     request = fetch_request(version, list(topics), session_id=session_id, session_epoch=epoch)
-    frame = request_frame(1, version, request)
+    frame = request_frame_of(1, version, request)
     return guard.authorize(ctx, frame, version), frame
 
 
@@ -131,7 +133,7 @@ def test_another_connection_replaying_a_session_gets_no_data(version: int) -> No
     assert decision.exchange is None and decision.foreign_session == 77
     # The owner's own incremental fetch is forwarded untouched.
     decision, frame = incremental(owner, ctx, version, epoch=1)
-    assert_forwarded_as_is(decision.verdict, frame)
+    assert_untouched(decision.verdict, frame)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -139,8 +141,8 @@ def test_a_full_fetch_cannot_close_another_connections_session(version: int) -> 
     ids = keys(version)
     ctx = ctx_for(version, ids, "a")
     request = fetch_request(version, [(ids["a"], [0])], session_id=77, session_epoch=0)
-    decision = FetchSessionGuard().authorize(ctx, request_frame(1, version, request), version)
-    sent = forwarded(decision.verdict)
+    decision = FetchSessionGuard().authorize(ctx, request_frame_of(1, version, request), version)
+    sent = forwarded_body(decision.verdict)
     assert (sent.session_id, sent.session_epoch) == (0, 0)
     assert sent.topics == request.topics
 
@@ -171,7 +173,7 @@ def test_revoked_topic_in_the_session_closes_it_and_is_answered_refused(version:
     # Read on "secret" is revoked; the next request names no topic at all.
     revoked = ctx_for(version, ids, "a")
     decision, _ = incremental(guard, revoked, version, epoch=2)
-    sent = forwarded(decision.verdict)
+    sent = forwarded_body(decision.verdict)
     assert sent.session_epoch == -1 and sent.topics == ()  # the broker closes its session
     assert guard.session_id == 0
     upstream = fetch_response(version, [], 0)
@@ -202,10 +204,8 @@ def test_forgotten_partitions_leave_the_session(version: int) -> None:
         fetch_request(version, [], session_id=77, session_epoch=1),
         forgotten_topics_data=(m.ForgottenTopic(**{key: ids["secret"]}, partitions=(1,)),),
     )
-    frame = request_frame(1, version, request)
-    assert_forwarded_as_is(
-        guard.authorize(ctx_for(version, ids, "a"), frame, version).verdict, frame
-    )
+    frame = request_frame_of(1, version, request)
+    assert_untouched(guard.authorize(ctx_for(version, ids, "a"), frame, version).verdict, frame)
     assert guard.partitions == {ids["a"]: {0}}
 
 
@@ -217,7 +217,7 @@ def test_buffered_response_with_a_refused_topic_loses_its_records(version: int) 
     ids = keys(version)
     guard = FetchSessionGuard()
     response = fetch_response(version, [(ids["a"], [0]), (ids["secret"], [3, 4])], 77)
-    frame = upstream_frame(1, version, response)
+    frame = response_frame_of(1, version, response)
     check = guard.response_check(None, ctx_for(version, ids, "a"), version)
     out = bytes(check.filter(frame))
     assert out.count(SECRET_RECORDS) == 1  # only topic a's records are left
@@ -230,7 +230,9 @@ def test_buffered_response_with_a_refused_topic_loses_its_records(version: int) 
     for partition in answer.responses[1].partitions:
         assert_refused_fetch_partition(partition)
     assert [d.name for d in check.denials] == ["secret"]
-    assert check.filter(upstream_frame(1, version, fetch_response(version, [(ids["a"], [0])], 77)))
+    assert check.filter(
+        response_frame_of(1, version, fetch_response(version, [(ids["a"], [0])], 77))
+    )
 
 
 def stream(frame: bytes, watcher: FetchTailWatcher, cut: int) -> bytes:
@@ -253,14 +255,14 @@ def test_streamed_response_with_a_refused_topic_never_releases_its_records(
 ) -> None:
     ids = keys(version)
     guard = FetchSessionGuard()
-    allowed_only = upstream_frame(1, version, fetch_response(version, [(ids["a"], [0, 1])], 77))
+    allowed_only = response_frame_of(1, version, fetch_response(version, [(ids["a"], [0, 1])], 77))
     check = guard.response_check(None, ctx_for(version, ids, "a"), version)
     assert (
         stream(allowed_only, FetchTailWatcher(version, gw_mapper, check), cut)[4:] == allowed_only
     )
 
     response = fetch_response(version, [(ids["a"], [0]), (ids["secret"], [3])], 77)
-    frame = upstream_frame(1, version, response)
+    frame = response_frame_of(1, version, response)
     check = guard.response_check(None, ctx_for(version, ids, "a"), version)
     watcher = FetchTailWatcher(version, gw_mapper, check)
     frames = FrameStream(max_frame_bytes=1 << 24, head_bytes=4)
@@ -282,9 +284,9 @@ def test_the_response_tells_the_guard_its_session() -> None:
     guard = FetchSessionGuard()
     ctx = ctx_for(12, ids, "a")
     request = fetch_request(12, [(ids["a"], [0, 1])], session_id=0, session_epoch=0)
-    decision = guard.authorize(ctx, request_frame(1, 12, request), 12)
+    decision = guard.authorize(ctx, request_frame_of(1, 12, request), 12)
     check = guard.response_check(decision.exchange, ctx, 12)
-    frame = upstream_frame(1, 12, fetch_response(12, [(ids["a"], [0, 1])], 91))
+    frame = response_frame_of(1, 12, fetch_response(12, [(ids["a"], [0, 1])], 91))
     stream(frame, FetchTailWatcher(12, gw_mapper, check), 5)
     assert (guard.session_id, guard.partitions) == (91, {"a": {0, 1}})
 
@@ -304,7 +306,7 @@ def test_a_decision_taken_again_after_an_id_lookup_keeps_the_session(version: in
     assert (guard.session_id, guard.next_epoch) == (77, 1)
     assert guard.partitions == {ids["a"]: {0}}
     decision, frame = incremental(guard, ctx, version, epoch=1, topics=[(ids["a"], [1])])
-    assert_forwarded_as_is(decision.verdict, frame)
+    assert_untouched(decision.verdict, frame)
     assert guard.next_epoch == 2 and guard.partitions[ids["a"]] == {0, 1}
 
 
@@ -319,26 +321,26 @@ def test_the_steady_state_asks_nothing_until_the_policy_changes(version: int) ->
     ctx = ctx_for(version, ids, "a", "secret")
     topics = [(ids["a"], [0, 1]), (ids["secret"], [2])]
     request = fetch_request(version, topics, session_id=0, session_epoch=0)
-    decision = guard.authorize(ctx, request_frame(1, version, request), version, policy)
+    decision = guard.authorize(ctx, request_frame_of(1, version, request), version, policy)
     check = guard.response_check(decision.exchange, ctx, version, policy)
-    check.filter(upstream_frame(1, version, fetch_response(version, topics, 77)))
-    asked = len(ctx.authorizer.calls)
+    check.filter(response_frame_of(1, version, fetch_response(version, topics, 77)))
+    asked = len(ctx.authorizer.questions)
     assert asked == 2  # each topic once, at the full fetch
     for epoch in range(1, 4):  # incremental fetches naming nothing, and their responses
         frame = incremental_frame(version, epoch)
         decision = guard.authorize(ctx, frame, version, policy)
-        assert_forwarded_as_is(decision.verdict, frame)
+        assert_untouched(decision.verdict, frame)
         check = guard.response_check(decision.exchange, ctx, version, policy)
-        response = upstream_frame(1, version, fetch_response(version, topics, 77))
+        response = response_frame_of(1, version, fetch_response(version, topics, 77))
         assert check.filter(response) is response
-    assert len(ctx.authorizer.calls) == asked  # nothing asked again
+    assert len(ctx.authorizer.questions) == asked  # nothing asked again
 
     # A reload revokes "secret": under the new policy object nothing remembered counts.
     revoked = ctx_for(version, ids, "a")
     decision = guard.authorize(revoked, incremental_frame(version, 4), version, object())
-    assert forwarded(decision.verdict).session_epoch == -1  # the session is closed
+    assert forwarded_body(decision.verdict).session_epoch == -1  # the session is closed
     assert [d.name for d in decision.verdict.denials] == ["secret"]
-    assert sorted(call[2] for call in revoked.authorizer.calls) == ["a", "secret"]
+    assert sorted(call[2] for call in revoked.authorizer.questions) == ["a", "secret"]
 
 
 @pytest.mark.parametrize("version", [12, 13])
@@ -349,10 +351,10 @@ def test_a_response_is_checked_against_the_policy_of_its_arrival(version: int) -
     ctx = ctx_for(version, ids, "a", "secret")
     topics = [(ids["a"], [0]), (ids["secret"], [1])]
     request = fetch_request(version, topics, session_id=0, session_epoch=0)
-    decision = guard.authorize(ctx, request_frame(1, version, request), version, policy)
+    decision = guard.authorize(ctx, request_frame_of(1, version, request), version, policy)
     # The policy is reloaded while the fetch is in flight: "secret" is refused now.
     check = guard.response_check(decision.exchange, ctx_for(version, ids, "a"), version, object())
-    out = check.filter(upstream_frame(1, version, fetch_response(version, topics, 77)))
+    out = check.filter(response_frame_of(1, version, fetch_response(version, topics, 77)))
     assert bytes(out).count(SECRET_RECORDS) == 1
     assert [d.name for d in check.denials] == ["secret"]
 
@@ -363,14 +365,14 @@ def test_another_principal_is_not_answered_from_what_was_remembered() -> None:
     policy = object()
     alice = ctx_for(12, ids, "a")
     request = fetch_request(12, [(ids["a"], [0])])
-    frame = request_frame(1, 12, request)
+    frame = request_frame_of(1, 12, request)
     guard.authorize(alice, frame, 12, policy)
     other = ctx_for(12, ids, "a")
     other.principal = Principal(name="alice", mechanism="PLAIN")  # equal, but a new login
     guard.authorize(other, frame, 12, policy)
-    assert len(other.authorizer.calls) == 1
+    assert len(other.authorizer.questions) == 1
 
 
 def incremental_frame(version: int, epoch: int, session_id: int = 77) -> bytes:
     request = fetch_request(version, [], session_id=session_id, session_epoch=epoch)
-    return request_frame(1, version, request)
+    return request_frame_of(1, version, request)

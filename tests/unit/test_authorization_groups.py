@@ -7,10 +7,9 @@ rewritten requests are decoded with kio and compared with what Kafka 4 answers.
 
 from __future__ import annotations
 
-import io
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -18,17 +17,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
-from kio.serial import entity_writer
 
-from codec.headers import encode_request_header, response_correlation_id
-from policies.acl.model import CLUSTER_NAME, AclDecision, Operation, ResourceType
-from policies.auth.principal import Principal
+from policies.acl.model import CLUSTER_NAME, Operation, ResourceType
 from policies.authorization import authorize_request, groups
 from policies.authorization.messages import (
-    decode_request,
-    decode_response,
     encode_response,
-    request_class,
     response_class,
 )
 from policies.authorization.splitting import (
@@ -37,9 +30,21 @@ from policies.authorization.splitting import (
     Upstream,
     build,
     merge_in_client_order,
-    nested_class,
 )
-from policies.authorization.verdict import Denial, RequestVerdict
+from policies.authorization.verdict import RequestVerdict
+from tests.authorization_fakes import (
+    CORRELATION_ID,
+    FakeContext,
+    assert_untouched,
+    denial,
+    denying,
+    entry_class,
+    forwarded_body,
+    local_answer,
+    request_frame,
+    response_frame,
+    transformed,
+)
 
 OK = ErrorCode.none
 GROUP_DENIED = ErrorCode.group_authorization_failed
@@ -47,100 +52,15 @@ TOPIC_DENIED = ErrorCode.topic_authorization_failed
 READ, DESCRIBE, DELETE = Operation.READ, Operation.DESCRIBE, Operation.DELETE
 GROUP, TOPIC, TXN_ID = ResourceType.GROUP, ResourceType.TOPIC, ResourceType.TRANSACTIONAL_ID
 CLUSTER = ResourceType.CLUSTER
-CORRELATION_ID = 4242
-NO_TIME = timedelta(0)
 MIN_INT32 = -(2**31)
-
-Question = tuple[Operation, ResourceType, str]
 
 
 # --------------------------------------------------------------------------------------
 # fakes and frame helpers
 
 
-class FakeAuthorizer:
-    """Allows everything except the ``denied`` questions; records every question."""
-
-    def __init__(self, denied: Iterable[Question] = ()) -> None:
-        self.denied = set(denied)
-        self.questions: list[Question] = []
-
-    def authorize(
-        self, principal: Principal, operation: Operation, resource_type: ResourceType, name: str
-    ) -> AclDecision:
-        question = (operation, resource_type, name)
-        self.questions.append(question)
-        if question in self.denied:
-            return AclDecision(allowed=False, rule="rules[7]")
-        return AclDecision(allowed=True, rule="rules[0]")
-
-
-@dataclass
-class FakeContext:
-    authorizer: FakeAuthorizer
-    principal: Principal = field(default_factory=lambda: Principal("alice", "PLAIN"))
-    topic_ids: dict[uuid.UUID, str] = field(default_factory=dict)
-
-    def topic_name(self, topic_id: uuid.UUID) -> str | None:
-        return self.topic_ids.get(topic_id)
-
-
-def denying(*questions: Question, topic_ids: dict[uuid.UUID, str] | None = None) -> FakeContext:
-    return FakeContext(FakeAuthorizer(questions), topic_ids=topic_ids or {})
-
-
-def cls_at(api_key: int, version: int, kind: str, *path: str) -> type[Any]:
-    """The kio class of a request/response body, or of the entries at ``path``."""
-    cls = request_class(api_key, version) if kind == "request" else response_class(api_key, version)
-    for name in path:
-        cls = nested_class(cls, name)
-    return cls
-
-
-def request_frame(api_key: int, version: int, **fields: Any) -> bytes:
-    cls = request_class(api_key, version)
-    out = io.BytesIO()
-    entity_writer(cls)(out, build(cls, **fields))
-    return encode_request_header(api_key, version, CORRELATION_ID, "client-1") + out.getvalue()
-
-
-def response_frame(api_key: int, version: int, **fields: Any) -> bytes:
-    body = build(response_class(api_key, version), throttle_time=NO_TIME, **fields)
-    return encode_response(CORRELATION_ID, api_key, version, body)
-
-
 def handle(context: FakeContext, api_key: int, version: int, frame: bytes) -> RequestVerdict:
     return groups.HANDLERS[api_key](context, frame, version)
-
-
-def local_answer(verdict: RequestVerdict, api_key: int, version: int) -> Any:
-    assert verdict.forward is None and verdict.transform is None
-    assert verdict.local_response is not None
-    assert response_correlation_id(verdict.local_response) == CORRELATION_ID
-    return decode_response(verdict.local_response, api_key, version)
-
-
-def forwarded_body(verdict: RequestVerdict) -> Any:
-    assert verdict.forward is not None and verdict.local_response is None
-    return decode_request(verdict.forward)[1]
-
-
-def transformed(verdict: RequestVerdict, api_key: int, version: int, upstream: bytes) -> Any:
-    assert verdict.transform is not None
-    out = verdict.transform(upstream)
-    assert response_correlation_id(out) == CORRELATION_ID
-    return decode_response(out, api_key, version)
-
-
-def assert_untouched(verdict: RequestVerdict, frame: bytes) -> None:
-    """The fast path: the very same frame object, nothing to transform, nothing refused."""
-    assert verdict.forward is frame
-    assert verdict.transform is None and verdict.local_response is None
-    assert verdict.denials == []
-
-
-def denial(operation: Operation, resource_type: ResourceType, name: str) -> Denial:
-    return Denial(operation, resource_type, name, "rules[7]")
 
 
 # --------------------------------------------------------------------------------------
@@ -274,7 +194,7 @@ def test_find_coordinator_batched_partly_refused(version: int) -> None:
     frame = request_frame(10, version, key_type=1, coordinator_keys=("t1", "secret", "t2"))
     verdict = handle(denying((DESCRIBE, TXN_ID, "secret")), 10, version, frame)
     assert forwarded_body(verdict).coordinator_keys == ("t1", "t2")
-    coordinator = cls_at(10, version, "response", "coordinators")
+    coordinator = entry_class(10, version, "response", "coordinators")
 
     def found(key: str, node: int) -> Any:
         return coordinator(
@@ -339,8 +259,8 @@ def test_find_coordinator_unknown_key_type_is_invalid() -> None:
 
 
 def commit_topics(version: int, *names: str, ids: dict[str, uuid.UUID] | None = None) -> Any:
-    topic = cls_at(8, version, "request", "topics")
-    partition = cls_at(8, version, "request", "topics", "partitions")
+    topic = entry_class(8, version, "request", "topics")
+    partition = entry_class(8, version, "request", "topics", "partitions")
     return tuple(
         build(
             topic,
@@ -361,8 +281,8 @@ def commit_frame(version: int, *names: str, ids: dict[str, uuid.UUID] | None = N
 
 
 def commit_answer(version: int, *names: str, ids: dict[str, uuid.UUID] | None = None) -> bytes:
-    topic = cls_at(8, version, "response", "topics")
-    partition = cls_at(8, version, "response", "topics", "partitions")
+    topic = entry_class(8, version, "response", "topics")
+    partition = entry_class(8, version, "response", "topics", "partitions")
     return response_frame(
         8,
         version,
@@ -426,7 +346,7 @@ def test_offset_commit_all_topics_refused_is_answered_without_the_coordinator() 
 
 def test_offset_commit_v10_names_topics_by_id() -> None:
     ids = {"a": uuid.uuid4(), "secret": uuid.uuid4(), "unknown": uuid.uuid4()}
-    context = denying((READ, TOPIC, "secret"), topic_ids={ids["a"]: "a", ids["secret"]: "secret"})
+    context = denying((READ, TOPIC, "secret"), a=ids["a"], secret=ids["secret"])
     frame = commit_frame(10, "a", "secret", "unknown", ids=ids)
     verdict = handle(context, 8, 10, frame)
     assert [t.topic_id for t in forwarded_body(verdict).topics] == [ids["a"]]
@@ -449,7 +369,7 @@ def fetch_topics(
     version: int, names: Iterable[str], ids: dict[str, uuid.UUID] | None = None
 ) -> Any:
     path = ("groups", "topics") if version >= 8 else ("topics",)
-    topic = cls_at(9, version, "request", *path)
+    topic = entry_class(9, version, "request", *path)
     return tuple(
         build(topic, name=name, topic_id=(ids or {}).get(name), partition_indexes=(0, 1))
         for name in names
@@ -460,8 +380,8 @@ def fetched_topics(
     version: int, names: Iterable[str], ids: dict[str, uuid.UUID] | None = None
 ) -> Any:
     path = ("groups", "topics") if version >= 8 else ("topics",)
-    topic = cls_at(9, version, "response", *path)
-    partition = cls_at(9, version, "response", *path, "partitions")
+    topic = entry_class(9, version, "response", *path)
+    partition = entry_class(9, version, "response", *path, "partitions")
     return tuple(
         build(
             topic,
@@ -560,7 +480,7 @@ def test_offset_fetch_all_topics_hides_what_may_not_be_described(version: int) -
 
 @pytest.mark.parametrize("version", [8, 9])
 def test_offset_fetch_batched_groups(version: int) -> None:
-    group = cls_at(9, version, "request", "groups")
+    group = entry_class(9, version, "request", "groups")
     frame = request_frame(
         9,
         version,
@@ -577,7 +497,7 @@ def test_offset_fetch_batched_groups(version: int) -> None:
         ("all", None),
         ("some", ["a"]),
     ]
-    answer_group = cls_at(9, version, "response", "groups")
+    answer_group = entry_class(9, version, "response", "groups")
     upstream = response_frame(
         9,
         version,
@@ -601,7 +521,7 @@ def test_offset_fetch_batched_groups(version: int) -> None:
 
 
 def test_offset_fetch_batched_all_groups_refused() -> None:
-    group = cls_at(9, 9, "request", "groups")
+    group = entry_class(9, 9, "request", "groups")
     frame = request_frame(9, 9, groups=(build(group, group_id="x", topics=None),))
     answer = local_answer(handle(denying((DESCRIBE, GROUP, "x")), 9, 9, frame), 9, 9)
     assert [(g.group_id, g.error_code, g.topics) for g in answer.groups] == [
@@ -610,16 +530,17 @@ def test_offset_fetch_batched_all_groups_refused() -> None:
 
 
 def test_offset_fetch_batched_allowed_is_untouched() -> None:
-    group = cls_at(9, 8, "request", "groups")
+    group = entry_class(9, 8, "request", "groups")
     frame = request_frame(9, 8, groups=(build(group, group_id="x", topics=fetch_topics(8, ["a"])),))
     assert_untouched(handle(denying(), 9, 8, frame), frame)
 
 
 def test_offset_fetch_v10_by_topic_id() -> None:
     ids = {"a": uuid.uuid4(), "s": uuid.uuid4(), "unknown": uuid.uuid4(), "h": uuid.uuid4()}
-    names = {ids["a"]: "a", ids["s"]: "s", ids["h"]: "h"}
-    context = denying((DESCRIBE, TOPIC, "s"), (DESCRIBE, TOPIC, "h"), topic_ids=names)
-    group = cls_at(9, 10, "request", "groups")
+    context = denying(
+        (DESCRIBE, TOPIC, "s"), (DESCRIBE, TOPIC, "h"), a=ids["a"], s=ids["s"], h=ids["h"]
+    )
+    group = entry_class(9, 10, "request", "groups")
     frame = request_frame(
         9,
         10,
@@ -630,7 +551,7 @@ def test_offset_fetch_v10_by_topic_id() -> None:
     )
     verdict = handle(context, 9, 10, frame)
     assert [t.topic_id for t in forwarded_body(verdict).groups[0].topics] == [ids["a"]]
-    answer_group = cls_at(9, 10, "response", "groups")
+    answer_group = entry_class(9, 10, "response", "groups")
     stranger = uuid.uuid4()  # an id the gateway cannot name: not shown
     upstream = response_frame(
         9,
@@ -660,7 +581,7 @@ def test_offset_fetch_v10_by_topic_id() -> None:
 
 @pytest.mark.parametrize("version", [0, 5, 9])
 def test_join_group(version: int) -> None:
-    protocol = cls_at(11, version, "request", "protocols")
+    protocol = entry_class(11, version, "request", "protocols")
     frame = request_frame(
         11,
         version,
@@ -694,7 +615,7 @@ def test_heartbeat(version: int) -> None:
 
 @pytest.mark.parametrize("version", [0, 3, 5])
 def test_leave_group_is_a_top_level_error_even_with_members(version: int) -> None:
-    member = cls_at(13, version, "request", "members") if version >= 3 else None
+    member = entry_class(13, version, "request", "members") if version >= 3 else None
     members = (member(member_id="m1"), member(member_id="m2")) if member else ()
     frame = request_frame(13, version, group_id="grp", member_id="m1", members=members)
     assert_untouched(handle(denying(), 13, version, frame), frame)
@@ -786,7 +707,7 @@ def described(
     version: int, group_id: str, error: ErrorCode = OK, operations: int = MIN_INT32
 ) -> Any:
     return build(
-        cls_at(15, version, "response", "groups"),
+        entry_class(15, version, "response", "groups"),
         error_code=error,
         group_id=group_id,
         group_state="Stable",
@@ -851,7 +772,7 @@ def test_list_groups(version: int) -> None:
     context = denying((DESCRIBE, CLUSTER, CLUSTER_NAME), (DESCRIBE, GROUP, "hidden"))
     verdict = handle(context, 16, version, frame)
     assert verdict.forward is frame and verdict.denials == []
-    listed = cls_at(16, version, "response", "groups")
+    listed = entry_class(16, version, "response", "groups")
     entries = tuple(
         build(
             listed, group_id=g, protocol_type="consumer", group_state="Stable", group_type="classic"
@@ -875,7 +796,7 @@ def test_delete_groups(version: int) -> None:
     assert_untouched(handle(denying(), 42, version, frame), frame)
     verdict = handle(denying((DELETE, GROUP, "s")), 42, version, frame)
     assert forwarded_body(verdict).groups_names == ("a", "b")
-    result = cls_at(42, version, "response", "results")
+    result = entry_class(42, version, "response", "results")
     upstream = response_frame(
         42,
         version,
@@ -905,8 +826,8 @@ def test_delete_groups_all_refused() -> None:
 
 
 def offset_delete_frame(*names: str) -> bytes:
-    topic = cls_at(47, 0, "request", "topics")
-    partition = cls_at(47, 0, "request", "topics", "partitions")
+    topic = entry_class(47, 0, "request", "topics")
+    partition = entry_class(47, 0, "request", "topics", "partitions")
     topics = tuple(topic(name=n, partitions=(partition(partition_index=0),)) for n in names)
     return request_frame(47, 0, group_id="grp", topics=topics)
 
@@ -924,8 +845,8 @@ def test_offset_delete_partly_refused_topics() -> None:
     frame = offset_delete_frame("a", "s")
     verdict = handle(denying((READ, TOPIC, "s")), 47, 0, frame)
     assert [t.name for t in forwarded_body(verdict).topics] == ["a"]
-    topic = cls_at(47, 0, "response", "topics")
-    partition = cls_at(47, 0, "response", "topics", "partitions")
+    topic = entry_class(47, 0, "response", "topics")
+    partition = entry_class(47, 0, "response", "topics", "partitions")
     ok_topic = topic(name="a", partitions=(partition(partition_index=0, error_code=OK),))
     answer = transformed(verdict, 47, 0, response_frame(47, 0, error_code=OK, topics=(ok_topic,)))
     assert errors_by_topic(answer.topics) == [("a", [(0, OK)]), ("s", [(0, TOPIC_DENIED)])]
@@ -945,10 +866,10 @@ def test_offset_delete_every_topic_refused_still_asks_the_coordinator() -> None:
 
 
 def consumer_group(version: int, group_id: str, *topics: str) -> Any:
-    group = cls_at(69, version, "response", "groups")
-    member = cls_at(69, version, "response", "groups", "members")
-    assignment = cls_at(69, version, "response", "groups", "members", "assignment")
-    partitions = cls_at(
+    group = entry_class(69, version, "response", "groups")
+    member = entry_class(69, version, "response", "groups", "members")
+    assignment = entry_class(69, version, "response", "groups", "members", "assignment")
+    partitions = entry_class(
         69, version, "response", "groups", "members", "assignment", "topic_partitions"
     )
     owned = assignment(
@@ -1027,10 +948,12 @@ def test_consumer_group_describe_always_checks_the_answer() -> None:
 def test_share_group_describe_hides_groups_assigned_hidden_topics() -> None:
     frame = request_frame(77, 1, group_ids=("a",), include_authorized_operations=False)
     verdict = handle(denying((DESCRIBE, TOPIC, "hidden")), 77, 1, frame)
-    group = cls_at(77, 1, "response", "groups")
-    member = cls_at(77, 1, "response", "groups", "members")
-    assignment = cls_at(77, 1, "response", "groups", "members", "assignment")
-    partitions = cls_at(77, 1, "response", "groups", "members", "assignment", "topic_partitions")
+    group = entry_class(77, 1, "response", "groups")
+    member = entry_class(77, 1, "response", "groups", "members")
+    assignment = entry_class(77, 1, "response", "groups", "members", "assignment")
+    partitions = entry_class(
+        77, 1, "response", "groups", "members", "assignment", "topic_partitions"
+    )
     shared = build(
         group,
         error_code=OK,
@@ -1064,10 +987,10 @@ def test_streams_group_describe_hides_groups_using_hidden_topics() -> None:
         denying((DESCRIBE, GROUP, "other"), (DESCRIBE, TOPIC, "changelog")), 89, 0, frame
     )
     assert forwarded_body(verdict).group_ids == ("app",)
-    group = cls_at(89, 0, "response", "groups")
-    topology = cls_at(89, 0, "response", "groups", "topology")
-    subtopology = cls_at(89, 0, "response", "groups", "topology", "subtopologies")
-    topic_info = cls_at(
+    group = entry_class(89, 0, "response", "groups")
+    topology = entry_class(89, 0, "response", "groups", "topology")
+    subtopology = entry_class(89, 0, "response", "groups", "topology", "subtopologies")
+    topic_info = entry_class(
         89, 0, "response", "groups", "topology", "subtopologies", "state_changelog_topics"
     )
     streams = build(
@@ -1113,7 +1036,7 @@ def test_an_unchanged_field_survives_the_rewrite() -> None:
     """Fields the gateway does not touch (throttle time) pass through a rewrite."""
     frame = request_frame(42, 2, groups_names=("a", "s"))
     verdict = handle(denying((DELETE, GROUP, "s")), 42, 2, frame)
-    result = cls_at(42, 2, "response", "results")
+    result = entry_class(42, 2, "response", "results")
     body = build(
         response_class(42, 2),
         throttle_time=timedelta(milliseconds=250),

@@ -6,10 +6,7 @@ rewritten requests are decoded with kio and compared with what Kafka 4 answers.
 
 from __future__ import annotations
 
-import io
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,22 +14,33 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
-from kio.serial import entity_writer
 
-from codec.headers import encode_request_header, response_correlation_id
-from policies.acl.model import CLUSTER_NAME, AclDecision, Operation, ResourceType
-from policies.auth.principal import Principal
+from policies.acl.model import CLUSTER_NAME, Operation, ResourceType
 from policies.authorization import authorize_request, transactions
 from policies.authorization.messages import (
     MessageError,
     decode_request,
     decode_response,
     encode_response,
-    request_class,
     response_class,
 )
-from policies.authorization.splitting import build, nested_class
+from policies.authorization.splitting import build
 from policies.authorization.verdict import Denial, RequestVerdict
+from tests.authorization_fakes import (
+    CORRELATION_ID,
+    NO_TIME,
+    FakeContext,
+    FakeResourceTypeAuthorizer,
+    Question,
+    assert_untouched,
+    denial,
+    denying,
+    entry_class,
+    local_answer,
+    request_frame,
+    response_frame,
+    transformed,
+)
 
 OK = ErrorCode.none
 TXN_DENIED = ErrorCode.transactional_id_authorization_failed
@@ -43,102 +51,10 @@ NOT_ATTEMPTED = ErrorCode.operation_not_attempted
 READ, WRITE, DESCRIBE = Operation.READ, Operation.WRITE, Operation.DESCRIBE
 GROUP, TOPIC, TXN_ID = ResourceType.GROUP, ResourceType.TOPIC, ResourceType.TRANSACTIONAL_ID
 CLUSTER = ResourceType.CLUSTER
-CORRELATION_ID = 99
-NO_TIME = timedelta(0)
-
-Question = tuple[Operation, ResourceType, str]
-
-
-class FakeAuthorizer:
-    """Allows everything except the ``denied`` questions; records every question."""
-
-    def __init__(self, denied: Iterable[Question] = ()) -> None:
-        self.denied = set(denied)
-        self.questions: list[Question] = []
-
-    def authorize(
-        self, principal: Principal, operation: Operation, resource_type: ResourceType, name: str
-    ) -> AclDecision:
-        question = (operation, resource_type, name)
-        self.questions.append(question)
-        if question in self.denied:
-            return AclDecision(allowed=False, rule="rules[3]")
-        return AclDecision(allowed=True, rule="rules[0]")
-
-
-class FakeResourceTypeAuthorizer(FakeAuthorizer):
-    """Also answers ``authorize_any`` (the engine's ``authorizeByResourceType``)."""
-
-    def __init__(self, denied: Iterable[Question], writes_some_topic: bool) -> None:
-        super().__init__(denied)
-        self.writes_some_topic = writes_some_topic
-        self.any_questions: list[tuple[Operation, ResourceType]] = []
-
-    def authorize_any(
-        self, principal: Principal, operation: Operation, resource_type: ResourceType
-    ) -> AclDecision:
-        self.any_questions.append((operation, resource_type))
-        return AclDecision(allowed=self.writes_some_topic, rule="rules[1]")
-
-
-@dataclass
-class FakeContext:
-    authorizer: FakeAuthorizer
-    principal: Principal = field(default_factory=lambda: Principal("bob", "SCRAM-SHA-512"))
-
-    def topic_name(self, topic_id: Any) -> str | None:
-        return None
-
-
-def denying(*questions: Question) -> FakeContext:
-    return FakeContext(FakeAuthorizer(questions))
-
-
-def request_frame(api_key: int, version: int, **fields: Any) -> bytes:
-    cls = request_class(api_key, version)
-    out = io.BytesIO()
-    entity_writer(cls)(out, build(cls, **fields))
-    return encode_request_header(api_key, version, CORRELATION_ID, "producer-1") + out.getvalue()
-
-
-def response_frame(api_key: int, version: int, **fields: Any) -> bytes:
-    body = build(response_class(api_key, version), throttle_time=NO_TIME, **fields)
-    return encode_response(CORRELATION_ID, api_key, version, body)
 
 
 def handle(context: FakeContext, api_key: int, version: int, frame: bytes) -> RequestVerdict:
     return transactions.HANDLERS[api_key](context, frame, version)
-
-
-def local_answer(verdict: RequestVerdict, api_key: int, version: int) -> Any:
-    assert verdict.forward is None and verdict.transform is None
-    assert verdict.local_response is not None
-    assert response_correlation_id(verdict.local_response) == CORRELATION_ID
-    return decode_response(verdict.local_response, api_key, version)
-
-
-def transformed(verdict: RequestVerdict, api_key: int, version: int, upstream: bytes) -> Any:
-    assert verdict.transform is not None
-    out = verdict.transform(upstream)
-    assert response_correlation_id(out) == CORRELATION_ID
-    return decode_response(out, api_key, version)
-
-
-def assert_untouched(verdict: RequestVerdict, frame: bytes) -> None:
-    assert verdict.forward is frame
-    assert verdict.transform is None and verdict.local_response is None
-    assert verdict.denials == []
-
-
-def denial(operation: Operation, resource_type: ResourceType, name: str) -> Denial:
-    return Denial(operation, resource_type, name, "rules[3]")
-
-
-def entry_class(api_key: int, version: int, kind: str, *path: str) -> type[Any]:
-    cls = request_class(api_key, version) if kind == "request" else response_class(api_key, version)
-    for name in path:
-        cls = nested_class(cls, name)
-    return cls
 
 
 def test_handlers_cover_the_transaction_apis() -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -19,14 +17,12 @@ from kio.schema.heartbeat.v1.request import HeartbeatRequest
 from kio.schema.types import GroupId
 from kio.serial import entity_writer
 from kio.static.primitive import i32
-from test_session import fake_broker, read_frame
 
 from codec.errors import GROUP_AUTHORIZATION_FAILED
 from codec.framing import FrameDecoder, encode_frame
 from codec.headers import encode_request_header
-from gateway.cluster import VirtualCluster
 from policies.config_loader import parse_config
-from tests.gateway_harness import free_port_block
+from tests.session_harness import cluster_yaml, fake_broker, gateway_in_front_of, read_frame
 
 HEARTBEAT = 12
 
@@ -38,27 +34,6 @@ ALLOW_GROUP_OK = """
           resource_name: ok
           operations: [Read]
 """
-
-
-def cluster_yaml(port: int, upstream: int, extra: str) -> str:
-    return f"""
-virtual_clusters:
-  - name: unit
-    listener: {{bootstrap: "127.0.0.1:{port}", broker_ports: {{1: {port + 1}}}}}
-    upstream: {{bootstrap_servers: ["127.0.0.1:{upstream}"]}}
-{extra}
-"""
-
-
-@asynccontextmanager
-async def gateway(upstream: int, extra: str) -> AsyncIterator[tuple[int, VirtualCluster]]:
-    port = free_port_block(2)
-    config = parse_config(cluster_yaml(port, upstream, extra))
-    cluster = VirtualCluster(config.virtual_clusters[0], config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(cluster.run)
-        yield port, cluster
-        nursery.cancel_scope.cancel()
 
 
 def heartbeat(correlation_id: int, group: str) -> bytes:
@@ -88,7 +63,10 @@ def heartbeat_answer(frame: bytes) -> tuple[int, int, int]:
 
 async def test_denied_request_is_answered_locally_in_order_and_never_sent_upstream() -> None:
     broker = Recorder()
-    async with fake_broker(broker) as upstream, gateway(upstream, ALLOW_GROUP_OK) as (port, _):
+    async with (
+        fake_broker(broker) as upstream,
+        gateway_in_front_of(upstream, ALLOW_GROUP_OK) as (port, _),
+    ):
         client = await trio.open_tcp_stream("127.0.0.1", port)
         decoder = FrameDecoder()
         await client.send_all(heartbeat(1, "ok") + heartbeat(2, "secret") + heartbeat(3, "ok"))
@@ -106,7 +84,10 @@ async def test_denied_request_is_answered_locally_in_order_and_never_sent_upstre
 
 async def test_new_rules_apply_to_an_open_connection_on_its_next_request() -> None:
     broker = Recorder()
-    async with fake_broker(broker) as upstream, gateway(upstream, ALLOW_GROUP_OK) as (port, vc):
+    async with (
+        fake_broker(broker) as upstream,
+        gateway_in_front_of(upstream, ALLOW_GROUP_OK) as (port, vc),
+    ):
         client = await trio.open_tcp_stream("127.0.0.1", port)
         decoder = FrameDecoder()
         await client.send_all(heartbeat(1, "secret"))
@@ -136,7 +117,10 @@ REQUEST_QUOTA = """
 
 async def test_request_quota_reports_throttle_time_and_mutes_the_client() -> None:
     broker = Recorder()
-    async with fake_broker(broker) as upstream, gateway(upstream, REQUEST_QUOTA) as (port, _):
+    async with (
+        fake_broker(broker) as upstream,
+        gateway_in_front_of(upstream, REQUEST_QUOTA) as (port, _),
+    ):
         client = await trio.open_tcp_stream("127.0.0.1", port)
         decoder = FrameDecoder()
         throttles, sent_at = [], []
@@ -164,7 +148,7 @@ async def test_request_quota_reports_throttle_time_and_mutes_the_client() -> Non
 async def test_connections_over_the_per_ip_limit_are_refused() -> None:
     limits = "    quotas:\n      connections: {max_per_ip: 1}\n"
     broker = Recorder()
-    async with fake_broker(broker) as upstream, gateway(upstream, limits) as (port, _):
+    async with fake_broker(broker) as upstream, gateway_in_front_of(upstream, limits) as (port, _):
         first = await trio.open_tcp_stream("127.0.0.1", port)
         await first.send_all(heartbeat(1, "g"))
         decoder = FrameDecoder()
@@ -205,7 +189,7 @@ async def test_fetch_quota_patches_the_streamed_response_head() -> None:
 
     async with (
         fake_broker(large_fetch_answer) as upstream,
-        gateway(upstream, FETCH_QUOTA) as (port, _),
+        gateway_in_front_of(upstream, FETCH_QUOTA) as (port, _),
     ):
         client = await trio.open_tcp_stream("127.0.0.1", port)
         decoder = FrameDecoder()
