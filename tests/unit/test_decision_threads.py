@@ -11,20 +11,16 @@ from __future__ import annotations
 import gc
 import struct
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from types import SimpleNamespace
 
 import pytest
 import structlog
 import trio
-from test_session import metadata_v12_body, read_frame
 
 import gateway.enforcement as enforcement_module
 from codec.framing import FrameDecoder, encode_frame
 from codec.headers import encode_request_header, encode_response_header, peek_api
 from gateway import decision_threads
-from gateway.cluster import VirtualCluster
 from gateway.decision_threads import DECISION_THREADS, run_decision
 from gateway.enforcement import (
     THREAD_DECISION_BYTES,
@@ -34,8 +30,7 @@ from gateway.enforcement import (
 from policies.acl.config import AuthorizationConfig
 from policies.acl.engine import AclEngine
 from policies.auth.principal import Principal
-from policies.config_loader import parse_config
-from tests.gateway_harness import free_port_block
+from tests.session_harness import gateway_in_front_of, metadata_v12_body, read_frame
 from tests.worst_requests import worst_request
 
 FETCH = 1
@@ -211,26 +206,14 @@ class HeldFetchBroker:
         await self.stream.send_all(_empty_fetch_v4_answer(cid))
 
 
-@asynccontextmanager
-async def gateway_allowing_reads(upstream: int) -> AsyncIterator[int]:
-    port = free_port_block(2)
-    config = parse_config(f"""
-virtual_clusters:
-  - name: unit
-    listener: {{bootstrap: "127.0.0.1:{port}", broker_ports: {{1: {port + 1}}}}}
-    upstream: {{bootstrap_servers: ["127.0.0.1:{upstream}"]}}
+ALLOW_READS = """
     authorization:
       rules:
         - principals: ["User:ANONYMOUS"]
           resource_type: topic
           resource_name: "*"
           operations: [Read]
-""")
-    cluster = VirtualCluster(config.virtual_clusters[0], config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(cluster.run)
-        yield port
-        nursery.cancel_scope.cancel()
+"""
 
 
 async def test_a_large_fetch_behind_another_waits_for_its_answer_before_being_decided() -> None:
@@ -241,7 +224,7 @@ async def test_a_large_fetch_behind_another_waits_for_its_answer_before_being_de
     assert decides_in_thread(FETCH, large)
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, broker.serve, listeners)
-        async with gateway_allowing_reads(upstream) as port:
+        async with gateway_in_front_of(upstream, ALLOW_READS) as (port, _):
             client = await trio.open_tcp_stream("127.0.0.1", port)
             await client.send_all(_fetch_v4(1, 1) + large)  # pipelined
             with trio.fail_after(10):
