@@ -185,6 +185,7 @@ def test_kafka_python_with_scram(
             sasl_plain_password=WRONG,
             request_timeout_ms=5000,
             max_block_ms=5000,
+            bootstrap_timeout_ms=5000,  # else kafka-python retries its bootstrap for 30 s
         )
         rejected.send(topic, b"never").get(timeout=10)
     # kafka-python reports a bootstrap timeout to the caller and logs the broker's error.

@@ -42,9 +42,9 @@ pytestmark = pytest.mark.kafka
 #: The brokers' session lifetime: the gateway re-authenticates about every 3 s.
 REAUTH_MS = 4000
 #: OAUTHBEARER tokens live this long, so the run also needs a token renewal.
-TOKEN_LIFETIME_S = 8.0
+TOKEN_LIFETIME_S = 6.0
 #: How long the clients run: several session lifetimes.
-RUN_S = 14.0
+RUN_S = 9.0
 GATEWAY_PASSWORD = DEFAULT_USERS["gateway"]
 
 
