@@ -1,16 +1,27 @@
-"""A small async HTTP/1.1 client on Trio, for the few fetches authentication needs.
+"""HTTP fetches for authentication, on httpx (under Trio), with the gateway's guarantees.
 
 The gateway fetches an issuer's JWKS (OAUTHBEARER on the client side) and its own
-client-credentials token (OAUTHBEARER upstream). Both are one request per
-connection with a small JSON answer, so a full HTTP stack (and the anyio layer
-``httpx`` would bring) is not worth a dependency: this module does GET and POST,
-``https`` with certificate and host name verification, ``Content-Length``,
-``chunked`` and read-to-close bodies, an overall timeout and a body size limit.
-Redirects are not followed (a 3xx is returned like any other status), so a
-compromised endpoint cannot bounce the gateway to an internal address.
+client-credentials token (OAUTHBEARER upstream). Both are one request with a small
+JSON answer, from an endpoint the gateway trusts only so far. httpx does the HTTP
+(it runs on Trio through httpcore's Trio backend); this module keeps what httpx
+leaves to its caller:
 
-Only ``https://`` URLs, or ``http://`` to the loopback host (local development),
-the same rule as the configuration (:func:`policies.config._check_http_url`).
+* only ``https://`` URLs, or ``http://`` to the loopback host (local development),
+  the rule of the configuration (:func:`policies.config._check_http_url`); the URL
+  is parsed once, by httpx, for the check and the request alike;
+* redirects are never followed (a 3xx is returned like any other status), so a
+  compromised endpoint cannot bounce the gateway to an internal address;
+* the body is streamed and the fetch stops once it exceeds ``max_body_bytes``
+  (a larger ``Content-Length`` is refused before any of the body is read), so at
+  most one socket read (64 KiB) beyond the limit is ever held; bodies are never
+  decompressed (``Accept-Encoding: identity``, a compressed answer is refused);
+* one deadline for the whole fetch (connect, TLS, request, response), not httpx's
+  per-operation timeouts;
+* https verifies the chain and host name against the system trust store, or only
+  ``ca_file``'s CAs when given; nothing comes from the environment (no proxy
+  variables, no ``.netrc`` credentials): ``trust_env=False``;
+* every failure is a :class:`HttpFetchError` that names the URL without its query
+  string and never carries request headers or bodies (they may hold client secrets).
 
 :class:`JwksRefresher` keeps one issuer's :class:`~policies.auth.jwks.JwksKeySet`
 up to date: on demand with single flight (:meth:`JwksRefresher.refresh`, what a
@@ -23,14 +34,16 @@ of a :class:`~policies.auth.jwt_validation.JwtValidator` and is the
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
+import httpx
 import structlog
 import trio
 
@@ -53,13 +66,16 @@ __all__ = [
 
 #: Enough for any JWKS or token response; bounds what a hostile endpoint can make us buffer.
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
-_MAX_HEADER_BYTES: Final = 64 * 1024
-_MAX_HEADERS: Final = 100
 _LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
-_RECEIVE_SIZE: Final = 65536
 _USER_AGENT: Final = "kafka-gateway"
+#: Longest piece of a peer's error text (e.g. a garbage status line) put in a message.
+_MAX_REASON_CHARS: Final = 200
 
 log = structlog.get_logger("gateway.http_fetch")
+# httpx logs every request with its full URL (query string included) at INFO, and
+# httpcore traces at DEBUG: keep both quiet whatever logging set-up the process has.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class HttpFetchError(Exception):
@@ -85,36 +101,29 @@ class HttpResponse:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    https: bool
-    host: str
-    port: int
-    path: str
-    host_header: str
+    url: httpx.URL
     #: ``scheme://host:port/path`` (no query, no credentials), for messages.
     label: str
 
 
 def _target(url: str) -> _Target:
-    """Check ``url`` against the https-or-loopback rule and split it."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    scheme = parts.scheme.lower()
-    if parts.username is not None or parts.password is not None:
+    """Check ``url`` against the https-or-loopback rule, parsed as httpx will use it."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise UnsafeUrl(f"invalid URL: {_clip(str(exc))}") from None
+    scheme, host = parsed.scheme, parsed.host
+    if parsed.userinfo:
         raise UnsafeUrl("credentials in the URL are not supported")
     if not host or not (scheme == "https" or (scheme == "http" and host in _LOOPBACK_HOSTS)):
         raise UnsafeUrl(
             f"refusing {scheme}://{host}: only https:// URLs (http:// only for localhost)"
         )
-    try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError as exc:
-        raise UnsafeUrl(f"invalid port in URL: {exc}") from None
+    port = parsed.port or (443 if scheme == "https" else 80)
+    if not 0 < port < 65536:
+        raise UnsafeUrl(f"invalid port in URL: {port}")
     shown_host = f"[{host}]" if ":" in host else host
-    default_port = port == (443 if scheme == "https" else 80)
-    host_header = shown_host if default_port else f"{shown_host}:{port}"
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    label = f"{scheme}://{shown_host}:{port}{parts.path or '/'}"
-    return _Target(scheme == "https", host, port, path, host_header, label)
+    return _Target(parsed, f"{scheme}://{shown_host}:{port}{parsed.path or '/'}")
 
 
 def _check_header(name: str, value: str) -> None:
@@ -122,153 +131,65 @@ def _check_header(name: str, value: str) -> None:
         raise HttpFetchError(f"invalid HTTP header {name[:40]!r}")
 
 
-def _request_bytes(
-    method: str, target: _Target, headers: Mapping[str, str], body: bytes | None
-) -> bytes:
+def _request_headers(headers: Mapping[str, str]) -> dict[str, str]:
     fields = {
-        "Host": target.host_header,
         "User-Agent": _USER_AGENT,
         "Accept": "application/json",
         "Accept-Encoding": "identity",
         "Connection": "close",
     }
     fields.update(headers)
-    if body is not None or method == "POST":
-        fields["Content-Length"] = str(len(body or b""))
-    lines = [f"{method} {target.path} HTTP/1.1"]
     for name, value in fields.items():
         _check_header(name, value)
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    return fields
 
 
-class _Receiver:
-    """Buffered reads from a stream: lines, exact sizes, or everything until EOF."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self._buf = bytearray()
-        self._eof = False
-
-    async def _fill(self) -> bool:
-        if self._eof:
-            return False
-        data = await self._stream.receive_some(_RECEIVE_SIZE)
-        if not data:
-            self._eof = True
-            return False
-        self._buf += data
-        return True
-
-    async def line(self, limit: int) -> bytes:
-        """One CRLF-terminated line (without the CRLF)."""
-        while (end := self._buf.find(b"\r\n")) < 0:
-            if len(self._buf) > limit:
-                raise HttpFetchError("response header line too long")
-            if not await self._fill():
-                raise HttpFetchError("connection closed in the middle of the response")
-        line = bytes(self._buf[:end])
-        del self._buf[: end + 2]
-        return line
-
-    async def exactly(self, size: int) -> bytes:
-        while len(self._buf) < size:
-            if not await self._fill():
-                raise HttpFetchError("connection closed before the whole body arrived")
-        data = bytes(self._buf[:size])
-        del self._buf[:size]
-        return data
-
-    async def until_eof(self, limit: int) -> bytes:
-        while len(self._buf) <= limit and await self._fill():
-            pass
-        if len(self._buf) > limit:
-            raise HttpFetchError(f"response body exceeds {limit} bytes")
-        data = bytes(self._buf)
-        self._buf.clear()
-        return data
+def _client(target: _Target, ca_file: str | None, timeout_s: float) -> httpx.AsyncClient:
+    """A client for one request: no redirects, nothing from the environment, no pooling."""
+    verify: ssl.SSLContext | bool = False  # plain http (loopback only): no TLS at all
+    if target.url.scheme == "https":
+        verify = ssl.create_default_context(cafile=ca_file)
+    return httpx.AsyncClient(
+        verify=verify,
+        trust_env=False,
+        follow_redirects=False,
+        timeout=httpx.Timeout(timeout_s),
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
+    )
 
 
-async def _read_head(receiver: _Receiver) -> tuple[int, dict[str, str]]:
-    """Status line and headers; 1xx interim responses are skipped."""
-    while True:
-        status_line = await receiver.line(_MAX_HEADER_BYTES)
-        version, _, rest = status_line.partition(b" ")
-        code = rest[:3]
-        if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
-            raise HttpFetchError(f"not an HTTP/1.x response: {status_line[:60]!r}")
-        headers: dict[str, str] = {}
-        size = 0
-        while line := await receiver.line(_MAX_HEADER_BYTES):
-            size += len(line)
-            if size > _MAX_HEADER_BYTES or len(headers) >= _MAX_HEADERS:
-                raise HttpFetchError("response headers too large")
-            name, sep, value = line.decode("latin-1").partition(":")
-            if not sep or not name or name != name.strip():
-                raise HttpFetchError(f"malformed response header {line[:60]!r}")
-            key, value = name.lower(), value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        status = int(code)
-        if not 100 <= status < 200:
-            return status, headers
-
-
-async def _read_chunked(receiver: _Receiver, limit: int) -> bytes:
-    body = bytearray()
-    while True:
-        size_text = (await receiver.line(1024)).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise HttpFetchError(f"invalid chunk size {size_text[:20]!r}") from None
-        if size < 0 or len(body) + size > limit:
-            raise HttpFetchError(f"response body exceeds {limit} bytes")
-        if size == 0:
-            while await receiver.line(_MAX_HEADER_BYTES):  # trailers, ignored
-                pass
-            return bytes(body)
-        body += await receiver.exactly(size)
-        if await receiver.exactly(2) != b"\r\n":
-            raise HttpFetchError("malformed chunked body")
-
-
-async def _read_body(
-    receiver: _Receiver, status: int, headers: dict[str, str], limit: int
-) -> bytes:
-    if status in (204, 304):
-        return b""
-    encoding = headers.get("content-encoding", "identity").lower()
+async def _read_body(response: httpx.Response, limit: int) -> bytes:
+    """The raw body, read as it arrives, refused as soon as it outgrows ``limit``."""
+    encoding = response.headers.get("content-encoding", "identity").lower()
     if encoding != "identity":
         raise HttpFetchError(f"unsupported content-encoding {encoding[:40]!r}")
-    transfer = headers.get("transfer-encoding")
-    if transfer is not None:
-        if transfer.lower() != "chunked":
-            raise HttpFetchError(f"unsupported transfer-encoding {transfer[:40]!r}")
-        return await _read_chunked(receiver, limit)
-    length_text = headers.get("content-length")
-    if length_text is None:
-        return await receiver.until_eof(limit)
-    lengths = {part.strip() for part in length_text.split(",")}
-    length = lengths.pop() if len(lengths) == 1 else ""
-    if not length.isdigit():
-        raise HttpFetchError(f"invalid content-length {length_text[:40]!r}")
-    if int(length) > limit:
-        raise HttpFetchError(f"response body of {length} bytes exceeds {limit} bytes")
-    return await receiver.exactly(int(length))
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HttpFetchError(f"response body of {declared} bytes exceeds {limit} bytes")
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        if len(body) + len(chunk) > limit:
+            raise HttpFetchError(f"response body exceeds {limit} bytes")
+        body += chunk
+    return bytes(body)
 
 
-async def _connect(target: _Target, ca_file: str | None) -> trio.abc.Stream:
-    tcp = await trio.open_tcp_stream(target.host, target.port)
-    if not target.https:
-        return tcp
-    context = ssl.create_default_context(cafile=ca_file)
-    stream = trio.SSLStream(tcp, context, server_hostname=target.host, https_compatible=True)
-    try:
-        await stream.do_handshake()
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    return stream
+async def _exchange(
+    target: _Target,
+    method: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    *,
+    timeout_s: float,
+    ca_file: str | None,
+    max_body_bytes: int,
+) -> HttpResponse:
+    async with (
+        _client(target, ca_file, timeout_s) as client,
+        client.stream(method, target.url, headers=headers, content=body) as response,
+    ):
+        content = await _read_body(response, max_body_bytes)
+        return HttpResponse(response.status_code, dict(response.headers.items()), content)
 
 
 async def fetch(
@@ -294,41 +215,62 @@ async def fetch(
     if form is not None and body is not None:
         raise ValueError("pass form or body, not both")
     target = _target(url)
-    request_headers = dict(headers or {})
+    extra = dict(headers or {})
     if form is not None:
         body = urlencode(form).encode("ascii")
-        request_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
-    request = _request_bytes(method, target, request_headers, body)
+        extra.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    request_headers = _request_headers(extra)
+    if method == "POST" and body is None:
+        body = b""
     with trio.move_on_after(timeout_s):
         try:
-            stream = await _connect(target, ca_file)
-        except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
-            raise HttpFetchError(f"{target.label}: cannot connect: {_reason(exc)}") from None
-        try:
-            await stream.send_all(request)
-            receiver = _Receiver(stream)
-            status, response_headers = await _read_head(receiver)
-            content = await _read_body(receiver, status, response_headers, max_body_bytes)
-            return HttpResponse(status, response_headers, content)
+            return await _exchange(
+                target,
+                method,
+                request_headers,
+                body,
+                timeout_s=timeout_s,
+                ca_file=ca_file,
+                max_body_bytes=max_body_bytes,
+            )
         except HttpFetchError as exc:
             raise HttpFetchError(f"{target.label}: {exc}") from None
-        except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
-            raise HttpFetchError(f"{target.label}: {_reason(exc)}") from None
-        finally:
-            await trio.aclose_forcefully(stream)
+        except httpx.TimeoutException:
+            pass  # httpx's own per-operation timeout, at the same deadline: reported below
+        except httpx.HTTPError as exc:
+            raise HttpFetchError(f"{target.label}: {_describe(exc)}") from None
     raise HttpFetchError(f"{target.label}: no complete answer within {timeout_s:g}s")
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_REASON_CHARS else text[:_MAX_REASON_CHARS] + "..."
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """What went wrong, from the innermost cause httpx wrapped (never the request)."""
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect: {_reason(exc)}"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"invalid HTTP response: {_reason(exc)}"
+    return _reason(exc)
+
+
 def _reason(exc: BaseException) -> str:
-    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else None
-    inner = cause or exc
-    if isinstance(inner, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {inner.verify_message}"
-    if isinstance(inner, ssl.SSLError):
-        return f"TLS error: {inner.reason or inner}"
-    if isinstance(inner, OSError) and inner.strerror:
-        return inner.strerror
-    return str(inner) or type(inner).__name__
+    inner: BaseException = exc
+    seen = 0
+    while seen < 10:  # httpx error <- httpcore error <- trio/ssl/OS error
+        cause = inner.__cause__ or inner.__context__
+        if cause is None:
+            break
+        inner, seen = cause, seen + 1
+    for candidate in (inner, exc):
+        if isinstance(candidate, ssl.SSLCertVerificationError):
+            return f"TLS certificate verification failed: {candidate.verify_message}"
+        if isinstance(candidate, ssl.SSLError):
+            return f"TLS error: {candidate.reason or candidate}"
+        if isinstance(candidate, OSError) and candidate.strerror:
+            return candidate.strerror
+    return _clip(str(exc) or str(inner) or type(inner).__name__)
 
 
 async def fetch_json(

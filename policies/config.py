@@ -7,7 +7,7 @@ quotas, routing, failover) slot in without a rewrite:
 
 * every model derives from :class:`_Section`: frozen, and ``extra="forbid"`` so a
   misspelt key is an error rather than silently ignored;
-* every field has a ``description=``; the README's configuration reference is
+* every field has a ``description=``; the configuration reference (docs/) is
   generated from them by :mod:`policies.config_docs`;
 * a feature gets its own small model, hung off the section it belongs to (e.g. a
   future ``ListenerConfig.authentication``), with a default that keeps today's

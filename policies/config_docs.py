@@ -1,8 +1,8 @@
 """Render the configuration reference (Markdown) from the pydantic model.
 
 Walking :class:`~policies.config.GatewayConfig` rather than keeping a hand-written
-table means the README cannot drift from the code: ``tools/gen_config_docs.py``
-writes this into README.md and ``--check`` fails the build when it is stale.
+table means the docs cannot drift from the code: ``tools/gen_config_docs.py``
+writes this into docs/configuration.md and ``--check`` fails the build when it is stale.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""Regenerate the configuration reference in README.md from policies/config.py.
+"""Regenerate the configuration reference in docs/configuration.md from policies/config.py.
 
 The section between ``<!-- config-reference:start -->`` and
 ``<!-- config-reference:end -->`` is replaced by
 :func:`policies.config_docs.render_config_reference`; the rest of the file is
 left alone.
 
-Run:   python tools/gen_config_docs.py            # rewrite README.md
-       python tools/gen_config_docs.py --check    # exit 1 if README.md is stale
+Run:   python tools/gen_config_docs.py            # rewrite docs/configuration.md
+       python tools/gen_config_docs.py --check    # exit 1 if docs/configuration.md is stale
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from pathlib import Path
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
 ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "docs" / "configuration.md"
 
 
 class MarkerError(ValueError):
-    """The README does not have exactly one well-ordered pair of markers."""
+    """The file does not have exactly one well-ordered pair of markers."""
 
 
 def replace_section(text: str, body: str) -> str:
@@ -46,27 +47,29 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README is stale")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md", help="file to update")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    parser.add_argument(
+        "--file", type=Path, default=REFERENCE, help="file with the markers (docs/configuration.md)"
+    )
     args = parser.parse_args(argv)
 
-    readme: Path = args.readme
+    target: Path = args.file
     try:
-        current = readme.read_text(encoding="utf-8")
+        current = target.read_text(encoding="utf-8")
         updated = replace_section(current, render())
     except (OSError, MarkerError) as exc:
-        print(f"{readme}: {exc}", file=sys.stderr)
+        print(f"{target}: {exc}", file=sys.stderr)
         return 2
     if updated == current:
         return 0
     if args.check:
         print(
-            f"{readme}: the configuration reference is stale; run: python tools/gen_config_docs.py",
+            f"{target}: the configuration reference is stale; run: python tools/gen_config_docs.py",
             file=sys.stderr,
         )
         return 1
-    readme.write_text(updated, encoding="utf-8")
-    print(f"{readme}: configuration reference updated")
+    target.write_text(updated, encoding="utf-8")
+    print(f"{target}: configuration reference updated")
     return 0
 
 

@@ -80,24 +80,37 @@ def test_gen_tool_rewrites_only_the_marked_section(
         "# Title\n\n## Configuration\n\n<!-- config-reference:start -->\nSTALE TEXT\n"
         "<!-- config-reference:end -->\n\n## After\n"
     )
-    assert tool.main(["--readme", str(readme), "--check"]) == 1
+    assert tool.main(["--file", str(readme), "--check"]) == 1
     assert "stale" in capsys.readouterr().err
-    assert tool.main(["--readme", str(readme)]) == 0
+    assert tool.main(["--file", str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith("# Title\n\n## Configuration\n\n<!-- config-reference:start -->\n\n")
     assert text.endswith("\n\n<!-- config-reference:end -->\n\n## After\n")
     assert render_config_reference() in text
     assert "STALE TEXT" not in text
-    assert tool.main(["--readme", str(readme), "--check"]) == 0
-    assert tool.main(["--readme", str(readme)]) == 0  # idempotent
+    assert tool.main(["--file", str(readme), "--check"]) == 0
+    assert tool.main(["--file", str(readme)]) == 0  # idempotent
     assert readme.read_text() == text
+
+
+def test_reference_lives_in_docs_and_is_current() -> None:
+    """`make docs-check` (in `make test`) checks docs/configuration.md by default."""
+    tool = load_tool()
+    assert tool.REFERENCE == ROOT / "docs" / "configuration.md"
+    assert tool.main(["--check"]) == 0
+    reference = tool.REFERENCE.read_text(encoding="utf-8")
+    assert render_config_reference() in reference
+    # The front page links to the reference and carries no second copy of it.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert tool.START not in readme and tool.END not in readme
+    assert "(docs/configuration.md)" in readme
 
 
 def test_gen_tool_needs_markers(tmp_path: Path) -> None:
     tool = load_tool()
     readme = tmp_path / "README.md"
     readme.write_text("# no markers\n")
-    assert tool.main(["--readme", str(readme), "--check"]) == 2
-    assert tool.main(["--readme", str(tmp_path / "missing.md")]) == 2
+    assert tool.main(["--file", str(readme), "--check"]) == 2
+    assert tool.main(["--file", str(tmp_path / "missing.md")]) == 2
     readme.write_text("<!-- config-reference:end -->\n<!-- config-reference:start -->\n")
-    assert tool.main(["--readme", str(readme)]) == 2
+    assert tool.main(["--file", str(readme)]) == 2

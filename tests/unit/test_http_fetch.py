@@ -1,14 +1,16 @@
 """gateway.http_fetch against real local HTTP(S) servers: bodies, limits, TLS, JWKS refresh.
 
 The raw server below writes its answers byte by byte where http.server would not
-(chunked bodies, interim responses, no length, garbage), because those are the
-cases a hand-written client gets wrong.
+(chunked bodies, interim responses, no length, endless bodies, garbage): the HTTP
+itself is httpx's, the guarantees around it (limits, no redirects, https only,
+nothing taken from the environment, messages without the query) are the module's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import ssl
 import threading
 import time
@@ -94,6 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._write_quietly(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
         elif route == "/big-eof":
             self._write_quietly(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"z" * BIG)
+        elif route in ("/endless", "/endless-chunked"):
+            self._endless(chunked=route == "/endless-chunked")
         elif route == "/slow":
             time.sleep(1.5)
             self._json(200, {})
@@ -126,6 +130,18 @@ class _Handler(BaseHTTPRequestHandler):
                 "authorization": self.headers.get("Authorization"),
             },
         )
+
+    def _endless(self, *, chunked: bool) -> None:
+        """A body that never ends: only a client that stops reading gets an answer."""
+        framing = b"Transfer-Encoding: chunked" if chunked else b"Connection: close"
+        chunk = b"e" * 65536
+        if chunked:
+            chunk = b"10000\r\n" + chunk + b"\r\n"
+        with contextlib.suppress(OSError):  # the client hung up: the point of the test
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\n\r\n")
+            while True:
+                self.wfile.write(chunk)
+        self.close_connection = True
 
     def _write_quietly(self, data: bytes) -> None:
         with contextlib.suppress(OSError):  # the client gave up on the oversized body
@@ -210,6 +226,39 @@ async def test_oversized_body_is_refused(server: _Server, route: str) -> None:
         await fetch(server.base + route, timeout_s=5, max_body_bytes=1024 * 1024)
 
 
+async def test_a_declared_oversized_body_is_refused_before_reading_it(server: _Server) -> None:
+    with pytest.raises(HttpFetchError, match=f"body of {BIG} bytes exceeds 1048576 bytes"):
+        await fetch(server.base + "/big", timeout_s=5, max_body_bytes=1024 * 1024)
+
+
+@pytest.mark.parametrize("route", ["/endless", "/endless-chunked"])
+async def test_an_endless_body_is_cut_off_at_the_limit(server: _Server, route: str) -> None:
+    """Streamed, not buffered to the end: a body that never ends still gives an answer."""
+    with pytest.raises(HttpFetchError, match="exceeds 262144 bytes"):
+        await fetch(server.base + route, timeout_s=30, max_body_bytes=256 * 1024)
+
+
+async def test_nothing_is_taken_from_the_environment(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No proxy from *_PROXY variables, no credentials from .netrc (httpx's trust_env)."""
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, not listening
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+            monkeypatch.setenv(name, dead_proxy)
+        netrc = tmp_path / "netrc"
+        netrc.write_text("machine 127.0.0.1 login someone password leaked\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        status, sent = await fetch_json(server.base + "/headers", timeout_s=5)
+    assert status == 200
+    assert "authorization" not in sent
+    assert "proxy-authorization" not in sent
+
+
 async def test_timeout(server: _Server, autojump_clock: trio.testing.MockClock) -> None:
     """The fetch ends at its deadline, not when the slow server answers (1.5 s later).
 
@@ -238,15 +287,24 @@ async def test_json_errors(server: _Server) -> None:
 @pytest.mark.parametrize(
     ("route", "message"),
     [
-        ("/garbage", "not an HTTP/1.x response"),
+        ("/garbage", "invalid HTTP response: illegal status line"),
         ("/gzip", "unsupported content-encoding"),
-        ("/truncated", "closed before the whole body"),
+        ("/truncated", "peer closed connection without sending complete message body"),
     ],
 )
 async def test_malformed_responses(server: _Server, route: str, message: str) -> None:
     with pytest.raises(HttpFetchError, match=message) as info:
         await fetch(server.base + route + "?secret=1", timeout_s=5)
     assert "secret" not in str(info.value)  # messages leave the query string out
+
+
+async def test_the_query_string_is_not_logged(
+    server: _Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx logs each request's full URL at INFO; the module keeps that logger quiet."""
+    with caplog.at_level(logging.DEBUG):
+        await fetch(server.base + "/json?api_key=hunter2", timeout_s=5)
+    assert "hunter2" not in caplog.text
 
 
 async def test_connection_refused() -> None:
@@ -265,6 +323,8 @@ async def test_connection_refused() -> None:
         "ftp://127.0.0.1/x",
         "https://user:pw@issuer.example/jwks.json",
         "https:///nohost",
+        "http://127.0.0.1\\@evil.example/",  # a parser differential would reach evil.example
+        "https://issuer.example:99999/jwks.json",
     ],
 )
 async def test_unsafe_urls(url: str) -> None:
