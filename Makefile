@@ -62,8 +62,11 @@ unit: install
 integration: kafka
 	$(BIN)/pytest tests/integration -q $(PYTEST_ARGS)
 
+# The unit suite (CPU-bound, no Kafka) runs on two processes; the integration suite,
+# whose Kafka clusters and gateways already use both cores, on one.
 test: kafka lint typecheck docs-check
-	$(BIN)/pytest tests/unit tests/integration -q -rfE $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -q -rfE -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration -q -rfE $(PYTEST_ARGS)
 
 # coverage-guided fuzzing of every decoder a session applies to client bytes (atheris);
 # crashing inputs are saved in tests/fuzz/crashes/ and replayed by `make test`

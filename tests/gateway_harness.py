@@ -36,8 +36,20 @@ def ports_are_free(host: str, ports: list[int]) -> bool:
 
 #: Gateway ports come from below Linux's ephemeral range (32768-60999): thousands of
 #: client connections (the benchmarks) must not be able to occupy them.
-PORT_RANGE = (20000, 24000)
-_next_port = PORT_RANGE[0] + (os.getpid() % 100) * 16
+def _port_range(first: int = 20000, end: int = 24000) -> tuple[int, int]:
+    """This process's share of the test ports: pytest-xdist workers (``make test``
+    runs the unit suite on two) get disjoint ranges, so they never race for a port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return first, end
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    span = (end - first) // max(count, 1)
+    start = first + int(worker[2:]) * span
+    return start, start + span
+
+
+PORT_RANGE = _port_range()
+_next_port = PORT_RANGE[0] + (os.getpid() % 50) * 16
 
 
 def free_port_block(size: int = 16, host: str = "127.0.0.1") -> int:

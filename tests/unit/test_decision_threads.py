@@ -87,7 +87,8 @@ async def test_at_most_the_configured_number_of_decisions_run_at_once() -> None:
             nursery.start_soon(run_decision, decide)
         limiter = decision_threads._decision_limiter()
         with trio.fail_after(10):
-            while limiter.statistics().tasks_waiting < 2:  # the others queue behind
+            # Both threads inside ``decide``, the other two tasks queued behind them.
+            while running < DECISION_THREADS or limiter.statistics().tasks_waiting < 2:
                 await trio.sleep(0.001)
         release.set()
     assert peak == DECISION_THREADS
