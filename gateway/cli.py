@@ -106,10 +106,7 @@ def _validate(args: argparse.Namespace) -> int:
     return run_validate(args.file)
 
 
-def _local_kafka(args: argparse.Namespace) -> int:
-    from gateway.local_kafka import run_local_kafka
-
-    return run_local_kafka(args)
+LOCAL_KAFKA = "local-kafka"
 
 
 def _positive_int(text: str) -> int:
@@ -121,7 +118,6 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from gateway import credentials_cli
-    from gateway.local_kafka import add_local_kafka_arguments
 
     parser = argparse.ArgumentParser(
         prog="kafka-gateway", description="A Kafka wire-protocol gateway."
@@ -182,15 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
     credentials_cli.add_scram_credential_arguments(scram)
     scram.set_defaults(handler=credentials_cli.run_scram_credential)
 
-    local = commands.add_parser(
-        "local-kafka", help="download (once) and run a local Apache Kafka cluster in KRaft mode"
+    # Listed for --help only: main() hands `local-kafka` to the development package
+    # before parsing, so the gateway's runtime never imports it.
+    commands.add_parser(
+        LOCAL_KAFKA,
+        help="download (once) and run a local Apache Kafka cluster in KRaft mode",
+        add_help=False,
     )
-    add_local_kafka_arguments(local)
-    local.set_defaults(handler=_local_kafka)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [LOCAL_KAFKA]:
+        from localkafka.cli import main as local_kafka_main
+
+        return local_kafka_main(argv[1:], prog=f"kafka-gateway {LOCAL_KAFKA}")
     args = build_parser().parse_args(argv)
     return int(args.handler(args))
 

@@ -15,13 +15,9 @@ from typing import Any
 
 import pytest
 
-from gateway.kafka_dist import KafkaDistribution, ensure_distribution
-from gateway.local_kafka import (
-    CONTROLLER_PORT_OFFSET,
-    LocalKafkaCluster,
-    port_is_free,
-    tail_file,
-)
+from localkafka.cluster import CONTROLLER_PORT_OFFSET, LocalKafkaCluster, tail_file
+from localkafka.distribution import KafkaDistribution, ensure_distribution
+from localkafka.probes import port_is_free
 
 #: Secured Kafka clusters, test PKI and an OAuth issuer (tests/security_fixtures.py).
 pytest_plugins = ["tests.security_fixtures"]

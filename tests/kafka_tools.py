@@ -2,7 +2,7 @@
 
 The Java console producer/consumer and perf tools are the reference clients: if they
 work through the gateway, real applications will too. They run from the same cached
-jars as the local cluster (gateway/kafka_dist.py), logging only warnings to stderr.
+jars as the local cluster (localkafka/distribution.py), logging only warnings to stderr.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.kafka_dist import (
+from localkafka.distribution import (
     TOOL_JVM_OPTS,
     KafkaDistribution,
     die_with_parent_preexec,

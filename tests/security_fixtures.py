@@ -42,18 +42,16 @@ from typing import Any
 
 import pytest
 
-from gateway.kafka_dist import KafkaDistribution
-from gateway.local_kafka import (
+from localkafka.cluster import CONTROLLER_PORT_OFFSET, INTERNAL_PORT_OFFSET, LocalKafkaCluster
+from localkafka.distribution import KafkaDistribution
+from localkafka.probes import port_is_free
+from localkafka.security import (
     ALL_SASL_MECHANISMS,
-    CONTROLLER_PORT_OFFSET,
     DEFAULT_USERS,
-    INTERNAL_PORT_OFFSET,
     SASL_MECHANISMS,
     BrokerTls,
     ClientSecurity,
-    LocalKafkaCluster,
     OAuthBearerValidation,
-    port_is_free,
 )
 from tests.certs import CertAuthority, make_ca
 from tests.jwks_server import (

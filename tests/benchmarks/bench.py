@@ -67,13 +67,9 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `tests.*` importable
 import psutil  # noqa: E402
 
 from codec.rewrite import rewrite_response  # noqa: E402
-from gateway.kafka_dist import stderr_progress  # noqa: E402
-from gateway.local_kafka import (  # noqa: E402
-    CONTROLLER_PORT_OFFSET,
-    LocalKafkaCluster,
-    metadata_broker_ids,
-    port_is_free,
-)
+from localkafka.cluster import CONTROLLER_PORT_OFFSET, LocalKafkaCluster  # noqa: E402
+from localkafka.distribution import stderr_progress  # noqa: E402
+from localkafka.probes import metadata_broker_ids, port_is_free  # noqa: E402
 from tests.benchmarks import bench_codec, kafka_perf  # noqa: E402
 from tests.benchmarks.bench_report import (  # noqa: E402
     DIRECT,

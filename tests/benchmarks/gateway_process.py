@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from gateway.local_kafka import metadata_broker_ids
+from localkafka.probes import metadata_broker_ids
 from tests.gateway_harness import REPO_ROOT, RunningGateway, gateway_config, ports_are_free
 
 HOST = "127.0.0.1"

@@ -19,7 +19,7 @@ from typing import IO
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from gateway.kafka_dist import die_with_parent_preexec
+from localkafka.distribution import die_with_parent_preexec
 from tests.gateway_harness import RunningGateway, running_gateway
 from tests.integration.test_authorization import (
     PASSWORDS,

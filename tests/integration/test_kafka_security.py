@@ -28,16 +28,16 @@ from kafka.errors import KafkaError as KafkaPythonError
 from codec import errors, sasl
 from codec.framing import encode_frame
 from codec.headers import encode_request_header
-from gateway.local_kafka import (
-    DEFAULT_USERS,
-    LocalKafkaCluster,
+from localkafka.cluster import LocalKafkaCluster
+from localkafka.probes import metadata_broker_ids
+from localkafka.sasl_client import (
     SaslLoginError,
     ScramClient,
     ScramError,
-    metadata_broker_ids,
     plain_client_token,
     sasl_login,
 )
+from localkafka.security import DEFAULT_USERS
 from tests import kafka_tools
 from tests.certs import make_ca, subject_string
 from tests.integration.clients import consume_values, produce_values
@@ -371,7 +371,7 @@ BAD_TOKEN_CASES = [
 def test_brokers_really_verify_tokens(
     sasl_kafka_cluster: LocalKafkaCluster, oauth_issuer: OAuthIssuer, case: str
 ) -> None:
-    """Guards the fixture: Kafka 4.1's default validator skips signatures (see local_kafka)."""
+    """Guards the fixture: Kafka 4.1's default validator skips signatures (localkafka.security)."""
     token = _bad_tokens(oauth_issuer)[case]
     with pytest.raises(SaslLoginError) as refused:
         sasl_login(sasl_kafka_cluster.bootstrap_servers, "OAUTHBEARER", "", token)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from gateway.local_kafka import LocalKafkaCluster, metadata_broker_ids
+from localkafka.cluster import LocalKafkaCluster
+from localkafka.probes import metadata_broker_ids
 from tests import kafka_tools
 
 pytestmark = pytest.mark.kafka

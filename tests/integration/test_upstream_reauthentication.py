@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from gateway.kafka_dist import KafkaDistribution
-from gateway.local_kafka import (
+from localkafka.cluster import LocalKafkaCluster
+from localkafka.distribution import KafkaDistribution
+from localkafka.security import (
     ALL_SASL_MECHANISMS,
     DEFAULT_USERS,
     ClientSecurity,
-    LocalKafkaCluster,
     OAuthBearerValidation,
 )
 from tests.gateway_harness import RunningGateway, running_gateway

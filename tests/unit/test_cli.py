@@ -69,3 +69,14 @@ def test_run_on_a_port_in_use_says_which(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_local_kafka_is_handed_to_the_development_package() -> None:
+    help_text = run_cli("local-kafka", "--help")
+    assert help_text.returncode == 0, help_text.stderr
+    assert help_text.stdout.startswith("usage: kafka-gateway local-kafka")
+    assert "--download-only" in help_text.stdout
+
+    refused = run_cli("local-kafka", "--brokers", "0")
+    assert refused.returncode == 2
+    assert "brokers must be in 1..99, got 0" in refused.stderr

@@ -67,7 +67,7 @@ def stderr_progress(message: str) -> None:
 
 
 def repo_root() -> Path:
-    """The checkout root: the parent of the `gateway` package directory."""
+    """The checkout root: the parent of the `localkafka` package directory."""
     return Path(__file__).resolve().parent.parent
 
 
@@ -205,7 +205,7 @@ def _render_pom() -> str:
 
 
 def _resource_text(name: str) -> str:
-    return importlib.resources.files("gateway").joinpath("resources", name).read_text()
+    return importlib.resources.files("localkafka").joinpath("resources", name).read_text()
 
 
 def _install_resources(home: Path) -> None:
