@@ -20,38 +20,31 @@ quotas, routing, failover) slot in without a rewrite:
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import ssl
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     PrivateAttr,
     SecretStr,
-    ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
+from pydantic_core import PydanticCustomError, core_schema
 
 from policies.acl.config import AuthorizationConfig
 from policies.auth.jwks import InvalidJwks, parse_jwks
-from policies.auth.mtls import InvalidMappingRule, parse_mapping_rules
 from policies.auth.passwords import InvalidPasswordHash, PasswordHash
 from policies.auth.scram import InvalidScramCredential, ScramCredential
+from policies.auth.tls import ClientTlsConfig, ServerTlsConfig
+from policies.config_base import FilePath, Integer, Loc, Section, raise_problems
 from policies.quotas.config import QuotasConfig
 
 __all__ = [
@@ -85,16 +78,6 @@ MIN_PORT: Final = 1
 MAX_PORT: Final = 65535
 
 
-def _reject_bool(value: Any) -> Any:
-    # pydantic's lax mode reads YAML ``true`` as 1; a boolean where a number belongs
-    # is a mistake. (Numeric strings stay accepted: ``${PORT}`` substitutes text.)
-    if isinstance(value, bool):
-        raise PydanticCustomError("int_type", f"expected an integer, got {str(value).lower()}")
-    return value
-
-
-#: An integer that is not a boolean.
-Integer = Annotated[int, BeforeValidator(_reject_bool)]
 #: A TCP port number.
 Port = Annotated[Integer, Field(ge=MIN_PORT, le=MAX_PORT)]
 #: A Kafka broker node id.
@@ -102,22 +85,6 @@ NodeId = Annotated[Integer, Field(ge=0)]
 
 _HOSTNAME_RE: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
 _CLUSTER_NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]*")
-
-Loc = tuple[str | int, ...]
-
-
-def _raise_problems(title: str, problems: Iterable[tuple[Loc, str, str, Any]]) -> None:
-    """Raise one ``ValidationError`` carrying several ``(loc, type, message, input)`` problems.
-
-    Raised inside a validator, pydantic prefixes each ``loc`` with the location
-    of the model being validated, so every problem points at its own key.
-    """
-    details = [
-        InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
-        for loc, kind, message, value in problems
-    ]
-    if details:
-        raise ValidationError.from_exception_data(title, details)
 
 
 def _is_hostname(host: str) -> bool:
@@ -227,13 +194,7 @@ class HostPort:
 # sections
 
 
-class _Section(BaseModel):
-    """Base of every configuration section: immutable, unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LogConfig(_Section):
+class LogConfig(Section):
     """Logging of the gateway process."""
 
     format: Literal["auto", "json", "console"] = Field(
@@ -250,38 +211,6 @@ class LogConfig(_Section):
 
 # --------------------------------------------------------------------------------------
 # files referenced by the configuration
-
-
-def _base_dir(info: ValidationInfo) -> Path:
-    """Directory relative paths resolve against: the config file's (loader context) or the cwd."""
-    context = info.context if isinstance(info.context, dict) else {}
-    base = context.get("base_dir")
-    return Path(base) if base is not None else Path.cwd()
-
-
-def _resolve_file(value: str, info: ValidationInfo) -> str:
-    if not value.strip():
-        raise PydanticCustomError("file_path", "expected a file path, got an empty string")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = _base_dir(info) / path
-    path = Path(os.path.normpath(path))
-    if not path.is_file():
-        where = (
-            ""
-            if Path(value).is_absolute()
-            else " (relative paths resolve against the directory of the configuration file)"
-        )
-        problem = "is not a file" if path.exists() else "not found"
-        raise PydanticCustomError("file_not_found", f"file {problem}: {path}{where}")
-    if not os.access(path, os.R_OK):
-        raise PydanticCustomError("file_not_readable", f"file is not readable: {path}")
-    return str(path)
-
-
-#: A path to an existing, readable file; validated to its absolute form. Relative
-#: paths resolve against the configuration file's directory.
-FilePath = Annotated[str, AfterValidator(_resolve_file)]
 
 
 def load_users_file(path: str | Path) -> dict[str, str]:
@@ -334,180 +263,6 @@ def _check_http_url(url: str, what: str) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# TLS
-
-TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
-
-
-class ServerTlsConfig(_Section):
-    """TLS termination on a listener, optionally with client certificates (mTLS)."""
-
-    cert_file: FilePath = Field(
-        description=(
-            "PEM file with the certificate chain the gateway presents (its own certificate "
-            "first). Relative paths resolve against the configuration file's directory."
-        ),
-    )
-    key_file: FilePath = Field(description="PEM file with the private key of `cert_file`.")
-    key_password: SecretStr | None = Field(
-        default=None, description="Password of `key_file` if it is encrypted (use `${ENV}`)."
-    )
-    ca_file: FilePath | None = Field(
-        default=None,
-        description=(
-            "PEM file with the CA certificates client certificates must chain to; "
-            "required when `client_auth` is `requested` or `required`."
-        ),
-    )
-    client_auth: Literal["none", "requested", "required"] = Field(
-        default="none",
-        description=(
-            "Client certificates (mTLS): `none` (not asked for), `requested` (verified if "
-            "sent) or `required` (connections without a valid one are refused). Without "
-            "SASL mechanisms, a client certificate gives the principal (see "
-            "`principal_mapping_rules`)."
-        ),
-    )
-    min_version: TlsVersion = Field(
-        default="TLSv1.2", description="Oldest TLS version accepted: `TLSv1.2` or `TLSv1.3`."
-    )
-    ciphers: str | None = Field(
-        default=None,
-        description=(
-            "OpenSSL cipher list for TLS 1.2 (e.g. `ECDHE+AESGCM:ECDHE+CHACHA20`); "
-            "default: Python's secure defaults. TLS 1.3 suites are not affected."
-        ),
-    )
-    principal_mapping_rules: str = Field(
-        default="DEFAULT",
-        description=(
-            "How a client certificate's subject becomes the principal name, like Kafka's "
-            "`ssl.principal.mapping.rules`: comma- or newline-separated rules, first match "
-            "wins. `DEFAULT` is the full RFC 2253 DN (`CN=alice,OU=eng,O=Example,C=US`); "
-            "`RULE:^CN=(.*?),OU=.*$/$1/L` maps with a regex, `$1` a group, `/L` or `/U` "
-            "lower- or upper-cases."
-        ),
-    )
-
-    @field_validator("principal_mapping_rules")
-    @classmethod
-    def _check_rules(cls, rules: str) -> str:
-        try:
-            parse_mapping_rules(rules)
-        except InvalidMappingRule as exc:
-            raise PydanticCustomError("mapping_rule", str(exc)) from None
-        return rules
-
-    @field_validator("ciphers")
-    @classmethod
-    def _check_ciphers(cls, ciphers: str | None) -> str | None:
-        if ciphers is not None:
-            try:
-                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(ciphers)
-            except ssl.SSLError:
-                raise PydanticCustomError(
-                    "ciphers", f"OpenSSL accepts no cipher from {ciphers!r}"
-                ) from None
-        return ciphers
-
-    @model_validator(mode="after")
-    def _check_files(self) -> Self:
-        if self.client_auth != "none" and self.ca_file is None:
-            _raise_problems(
-                type(self).__name__,
-                [
-                    (
-                        ("ca_file",),
-                        "missing",
-                        f"ca_file is required with client_auth: {self.client_auth} (the CA "
-                        "client certificates must chain to)",
-                        None,
-                    )
-                ],
-            )
-        from policies.auth.tls import server_ssl_context
-
-        try:
-            server_ssl_context(self)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            _raise_problems(
-                type(self).__name__,
-                [
-                    (
-                        ("cert_file",),
-                        "tls_files",
-                        f"cannot use the TLS files: {_ssl_reason(exc)}",
-                        self.cert_file,
-                    )
-                ],
-            )
-        return self
-
-
-def _ssl_reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return f"{exc.reason} (certificate/key mismatch, wrong password or not PEM?)"
-    return str(exc) or type(exc).__name__
-
-
-class ClientTlsConfig(_Section):
-    """TLS from the gateway to the upstream brokers."""
-
-    ca_file: FilePath | None = Field(
-        default=None,
-        description=(
-            "PEM file with the CA certificates the brokers' certificates must chain to; "
-            "default: the system trust store."
-        ),
-    )
-    verify_hostname: bool = Field(
-        default=True,
-        description=(
-            "Check that the broker certificate names the host connected to (or "
-            "`server_hostname`). The certificate chain is verified either way."
-        ),
-    )
-    server_hostname: str | None = Field(
-        default=None,
-        description=(
-            "Name to send as SNI and to verify instead of each broker's host, e.g. when "
-            "brokers are reached by IP address."
-        ),
-    )
-    cert_file: FilePath | None = Field(
-        default=None,
-        description="PEM client certificate chain for brokers that require mTLS (with `key_file`).",
-    )
-    key_file: FilePath | None = Field(default=None, description="PEM private key of `cert_file`.")
-    key_password: SecretStr | None = Field(
-        default=None, description="Password of `key_file` if it is encrypted (use `${ENV}`)."
-    )
-    min_version: TlsVersion = Field(
-        default="TLSv1.2", description="Oldest TLS version used: `TLSv1.2` or `TLSv1.3`."
-    )
-
-    @model_validator(mode="after")
-    def _check_files(self) -> Self:
-        if (self.cert_file is None) != (self.key_file is None):
-            missing = "key_file" if self.key_file is None else "cert_file"
-            _raise_problems(
-                type(self).__name__,
-                [((missing,), "missing", "cert_file and key_file go together", None)],
-            )
-        from policies.auth.tls import client_ssl_context
-
-        try:
-            client_ssl_context(self)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            key = "cert_file" if self.cert_file else "ca_file"
-            _raise_problems(
-                type(self).__name__,
-                [((key,), "tls_files", f"cannot use the TLS files: {_ssl_reason(exc)}", None)],
-            )
-        return self
-
-
-# --------------------------------------------------------------------------------------
 # authentication
 
 SaslMechanismName = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
@@ -527,7 +282,7 @@ def _one_or_more(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-class OAuthIssuerConfig(_Section):
+class OAuthIssuerConfig(Section):
     """One identity provider whose JWTs the listener accepts (OAUTHBEARER)."""
 
     issuer: str = Field(
@@ -673,11 +428,11 @@ class OAuthIssuerConfig(_Section):
                             self.jwks_file,
                         )
                     )
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
 
-class OAuthBearerConfig(_Section):
+class OAuthBearerConfig(Section):
     """OAUTHBEARER (JWT) validation on a listener."""
 
     issuers: list[OAuthIssuerConfig] = Field(
@@ -718,7 +473,7 @@ class OAuthBearerConfig(_Section):
                         )
                     )
                     break
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
     @model_validator(mode="after")
@@ -737,11 +492,11 @@ class OAuthBearerConfig(_Section):
                     )
                 )
             seen.setdefault(issuer.issuer, i)
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
 
-class AuthenticationConfig(_Section):
+class AuthenticationConfig(Section):
     """How clients authenticate on a listener. The default (no mechanisms) is anonymous."""
 
     mechanisms: list[SaslMechanismName] = Field(
@@ -946,7 +701,7 @@ class AuthenticationConfig(_Section):
                         None,
                     )
                 )
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
     def plain_users(self) -> dict[str, str]:
@@ -986,11 +741,11 @@ class AuthenticationConfig(_Section):
                         prefix,
                     )
                 )
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
 
-class UpstreamSaslConfig(_Section):
+class UpstreamSaslConfig(Section):
     """The gateway's own SASL credentials towards the brokers."""
 
     mechanism: SaslMechanismName = Field(
@@ -1036,11 +791,11 @@ class UpstreamSaslConfig(_Section):
         for key in forbidden:
             if getattr(self, key) is not None:
                 problems.append(((key,), "unused", f"{key} is not used by {self.mechanism}", None))
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
 
-class ListenerLimitsConfig(_Section):
+class ListenerLimitsConfig(Section):
     """Limits that keep unauthenticated and idle connections cheap for the gateway.
 
     A connection is *unauthenticated* until its SASL login completes (on a listener
@@ -1113,7 +868,7 @@ class ListenerLimitsConfig(_Section):
     )
 
 
-class ListenerConfig(_Section):
+class ListenerConfig(Section):
     """Where the gateway accepts client connections for one virtual cluster.
 
     Clients connect to ``bootstrap`` first. The metadata the gateway returns
@@ -1215,7 +970,7 @@ class ListenerConfig(_Section):
                 )
             else:
                 seen[port] = node_id
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
     def advertised(self) -> str:
@@ -1255,7 +1010,7 @@ class ListenerConfig(_Section):
         return addresses
 
 
-class UpstreamConfig(_Section):
+class UpstreamConfig(Section):
     """The real Kafka cluster behind a virtual cluster."""
 
     bootstrap_servers: list[HostPort] = Field(
@@ -1293,7 +1048,7 @@ class UpstreamConfig(_Section):
     @field_validator("bootstrap_servers")
     @classmethod
     def _check_hosts(cls, servers: list[HostPort]) -> list[HostPort]:
-        _raise_problems(
+        raise_problems(
             cls.__name__,
             [
                 ((i,), "host_port", f"{str(server)!r} needs a host to connect to", str(server))
@@ -1304,7 +1059,7 @@ class UpstreamConfig(_Section):
         return servers
 
 
-class VirtualClusterConfig(_Section):
+class VirtualClusterConfig(Section):
     """One Kafka cluster as clients see it: a listener in front of an upstream cluster."""
 
     name: str = Field(
@@ -1333,7 +1088,7 @@ class VirtualClusterConfig(_Section):
     @model_validator(mode="after")
     def _check_passthrough(self) -> Self:
         if self.listener.authentication.passthrough and self.upstream.sasl is not None:
-            _raise_problems(
+            raise_problems(
                 type(self).__name__,
                 [
                     (
@@ -1373,7 +1128,7 @@ def _path(loc: Loc) -> str:
     return out
 
 
-class GatewayConfig(_Section):
+class GatewayConfig(Section):
     """The root of the configuration file."""
 
     virtual_clusters: list[VirtualClusterConfig] = Field(
@@ -1433,7 +1188,7 @@ class GatewayConfig(_Section):
             for address, loc in mine:
                 bound.setdefault(address.port, []).append((address, loc))
 
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
     def cluster(self, name: str) -> VirtualClusterConfig:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, Self, get_args
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from pydantic import ValidationError as _ValidationError
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from policies.acl.model import CLUSTER_NAME, Operation, ResourceType
+from policies.config_base import Loc, Section, raise_problems
 
 __all__ = [
     "AclRuleConfig",
@@ -106,27 +105,10 @@ _GROUP_NAME_HINT: Final = (
     "group names are letters, digits, '.', '_' and '-', starting with a letter or digit"
 )
 
-Loc = tuple[str | int, ...]
-
 
 def supported_operations(resource_type: ResourceType) -> frozenset[Operation]:
     """Operations a rule on ``resource_type`` may name (besides ``All``)."""
     return _SUPPORTED_OPERATIONS[resource_type]
-
-
-def _raise_problems(title: str, problems: Iterable[tuple[Loc, str, str, Any]]) -> None:
-    """Raise one ``ValidationError`` with several ``(loc, type, message, input)`` problems.
-
-    Raised inside a validator, pydantic prefixes each ``loc`` with the location of
-    the model being validated, so the loader points at each problem's own key.
-    (A copy of the helper in :mod:`policies.config`, which cannot be imported here.)
-    """
-    details = [
-        InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
-        for loc, kind, message, value in problems
-    ]
-    if details:
-        raise _ValidationError.from_exception_data(title, details)
 
 
 # --------------------------------------------------------------------------------------
@@ -290,13 +272,7 @@ OperationText = Annotated[OperationName, BeforeValidator(_canonical_operation)]
 # sections
 
 
-class _AclSection(BaseModel):
-    """Base of the ACL models: immutable, unknown keys are errors (as ``policies.config``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AclRuleConfig(_AclSection):
+class AclRuleConfig(Section):
     """One ACL rule: who may (or may not) do what to which resources."""
 
     principals: list[PrincipalText] = Field(
@@ -361,7 +337,7 @@ class AclRuleConfig(_AclSection):
     @model_validator(mode="after")
     def _check_resource(self) -> Self:
         problems = [*self._resource_name_problems(), *self._operation_problems()]
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
     def _resource_name_problems(self) -> list[tuple[Loc, str, str, Any]]:
@@ -402,7 +378,7 @@ class AclRuleConfig(_AclSection):
         return problems
 
 
-class AuthorizationConfig(_AclSection):
+class AuthorizationConfig(Section):
     """ACL rules of one virtual cluster, checked with Kafka's semantics."""
 
     default: Literal["allow", "deny"] = Field(
@@ -439,7 +415,7 @@ class AuthorizationConfig(_AclSection):
         problems += self._unknown_groups(("super_users",), self.super_users)
         for i, rule in enumerate(self.rules):
             problems += self._unknown_groups(("rules", i, "principals"), rule.principals)
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
     def _unknown_groups(self, where: Loc, principals: list[str]) -> list[tuple[Loc, str, str, Any]]:

@@ -24,19 +24,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
 from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import PydanticCustomError
+
+from policies.config_base import Integer, Loc, Section, raise_problems
 
 __all__ = [
     "DEFAULT_ENTITY",
@@ -61,16 +59,6 @@ _TOPIC_CHARS_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
 _GLOB_CHARS_RE: Final = re.compile(r"[A-Za-z0-9._\-*?\[\]!]+")
 _MAX_TOPIC_LENGTH: Final = 249
 
-Loc = tuple[str | int, ...]
-
-
-def _reject_bool_integer(value: Any) -> Any:
-    # pydantic's lax mode reads YAML ``true`` as 1; a boolean where a number belongs
-    # is a mistake (same rule as ``policies.config``).
-    if isinstance(value, bool):
-        raise PydanticCustomError("int_type", f"expected an integer, got {str(value).lower()}")
-    return value
-
 
 def _reject_bool_number(value: Any) -> Any:
     if isinstance(value, bool):
@@ -82,36 +70,14 @@ def _reject_bool_number(value: Any) -> Any:
     return value
 
 
-#: An integer that is not a boolean.
-_Integer = Annotated[int, BeforeValidator(_reject_bool_integer)]
 #: A rate limit: a positive, finite number (per second).
 Rate = Annotated[float, BeforeValidator(_reject_bool_number), Field(gt=0, allow_inf_nan=False)]
 
 
-def _raise_problems(title: str, problems: Iterable[tuple[Loc, str, str, Any]]) -> None:
-    """Raise one ``ValidationError`` with a ``(loc, type, message, input)`` entry per problem.
-
-    Raised in a model validator, pydantic prefixes each ``loc`` with the model's own
-    location, so the loader points every problem at its key.
-    """
-    details = [
-        InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
-        for loc, kind, message, value in problems
-    ]
-    if details:
-        raise ValidationError.from_exception_data(title, details)
-
-
-class _Section(BaseModel):
-    """Base of the quota sections: immutable, unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class WindowConfig(_Section):
+class WindowConfig(Section):
     """The sliding window rates are measured over (Kafka's ``quota.window.*``)."""
 
-    samples: _Integer = Field(
+    samples: Integer = Field(
         default=11,
         ge=2,
         le=1000,
@@ -120,7 +86,7 @@ class WindowConfig(_Section):
             "measured over the last `samples` samples (at least `samples - 1` full ones)."
         ),
     )
-    sample_ms: _Integer = Field(
+    sample_ms: Integer = Field(
         default=1000,
         ge=10,
         le=3_600_000,
@@ -136,7 +102,7 @@ class WindowConfig(_Section):
         return self.samples * self.sample_ms
 
 
-class ClientQuotaConfig(_Section):
+class ClientQuotaConfig(Section):
     """Rate limits of one Kafka quota entity: a principal, a client id, or both (KIP-55)."""
 
     principal: str | None = Field(
@@ -196,7 +162,7 @@ class ClientQuotaConfig(_Section):
                     None,
                 )
             )
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
     @property
@@ -225,7 +191,7 @@ def describe_entity(principal: str | None, client_id: str | None) -> str:
     return ", ".join(parts)
 
 
-class TopicQuotaConfig(_Section):
+class TopicQuotaConfig(Section):
     """Byte-rate limits of the topics a pattern matches, shared by all their clients."""
 
     topic: str = Field(
@@ -277,19 +243,19 @@ class TopicQuotaConfig(_Section):
                     None,
                 )
             )
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
 
 
-class ConnectionLimitsConfig(_Section):
+class ConnectionLimitsConfig(Section):
     """Limits on client connections, checked when a connection is accepted or authenticated."""
 
-    max_per_principal: _Integer | None = Field(
+    max_per_principal: Integer | None = Field(
         default=None,
         ge=1,
         description="Open connections per authenticated principal. Unset: no limit.",
     )
-    max_per_ip: _Integer | None = Field(
+    max_per_ip: Integer | None = Field(
         default=None,
         ge=1,
         description=(
@@ -307,7 +273,7 @@ class ConnectionLimitsConfig(_Section):
     )
 
 
-class QuotasConfig(_Section):
+class QuotasConfig(Section):
     """Rate quotas and connection limits of one virtual cluster.
 
     Byte and request rates are enforced the way Kafka does (KIP-13, KIP-55,
@@ -367,5 +333,5 @@ class QuotasConfig(_Section):
                         topic.topic,
                     )
                 )
-        _raise_problems(type(self).__name__, problems)
+        raise_problems(type(self).__name__, problems)
         return self
