@@ -93,6 +93,7 @@ def _scram_attributes(message: str) -> dict[str, str]:
 # ------------------------------------------- SASL login and SCRAM users (raw protocol)
 
 _ALTER_USER_SCRAM_CREDENTIALS = 51
+_PROBE_ID = "local-kafka-probe"
 
 
 class SaslLoginError(Exception):
@@ -163,9 +164,6 @@ def _oauthbearer_login(conn: RawConnection, token: str) -> sasl.SaslAuthenticate
         detail = exc.error_message if challenge in (exc.error_message or "") else challenge
         raise SaslLoginError(exc.error_code, detail) from exc
     raise SaslLoginError(SASL_AUTHENTICATION_FAILED, f"unexpected success after {challenge}")
-
-
-_PROBE_ID = "local-kafka-probe"
 
 
 def alter_user_scram_credentials(
