@@ -455,12 +455,20 @@ class ClientSession:
         of Fetch responses read and move too, so none may run meanwhile. Clients
         send one Fetch per connection at a time; only a pipelining one waits here.
         """
-        while self._responses.in_frame or any(
-            e.api_key == FETCH and not e.local and e is not entry for e in self.in_flight
-        ):
+        while self._responses.in_frame or self._earlier_fetch_pending(entry):
             self._responses_moved = trio.Event()
             await self._responses_moved.wait()
         self._responses_moved = None
+
+    def _earlier_fetch_pending(self, entry: InFlight) -> bool:
+        """Whether a Fetch sent before ``entry`` still awaits its response. Only
+        earlier ones: later ones in the queue are not sent until ``entry`` is decided."""
+        for earlier in self.in_flight:
+            if earlier is entry:
+                return False
+            if earlier.api_key == FETCH and not earlier.local:
+                return True
+        return False
 
     def _charge(self, delay_ms: int, entry: InFlight | None) -> None:
         """Throttle: report the delay in the response and stop reading for that long."""

@@ -221,27 +221,30 @@ async def test_a_large_fetch_behind_another_waits_for_its_answer_before_being_de
     broker = HeldFetchBroker()
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     upstream = listeners[0].socket.getsockname()[1]
-    large = _fetch_v4(2, 600)
-    assert decides_in_thread(FETCH, large)
+    large, larger = _fetch_v4(2, 600), _fetch_v4(3, 700)
+    assert decides_in_thread(FETCH, large) and decides_in_thread(FETCH, larger)
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, broker.serve, listeners)
         async with gateway_in_front_of(upstream, ALLOW_READS) as (port, _):
             client = await trio.open_tcp_stream("127.0.0.1", port)
-            await client.send_all(_fetch_v4(1, 1) + large)  # pipelined
+            # Pipelined in one write: the second waits for the first's answer, and
+            # the third (queued behind it, not sent) must not hold the second up.
+            await client.send_all(_fetch_v4(1, 1) + large + larger)
             with trio.fail_after(10):
                 await broker.wait_for(1)
             # A window for the second to overtake the first's answer if nothing held
             # it: it never does when the gateway waits, whatever the machine's load.
             await trio.sleep(0.3)
             assert broker.arrived == [1]
-            await broker.answer(1)
             decoder = FrameDecoder()
+            answers = []
             with trio.fail_after(10):
-                first = await read_frame(client, decoder)
-                await broker.wait_for(2)
-                await broker.answer(2)
-                second = await read_frame(client, decoder)
-            assert first is not None and second is not None
-            assert [struct.unpack_from(">i", f)[0] for f in (first, second)] == [1, 2]
+                for cid in (1, 2, 3):
+                    await broker.wait_for(cid)
+                    await broker.answer(cid)
+                    answer = await read_frame(client, decoder)
+                    assert answer is not None
+                    answers.append(struct.unpack_from(">i", answer)[0])
+            assert answers == [1, 2, 3]
             await client.aclose()
         nursery.cancel_scope.cancel()
