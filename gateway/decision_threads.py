@@ -17,11 +17,18 @@ anyway, and both are handled here:
   :func:`freeze_start_up_objects` moves what start-up loaded out of its reach;
 * too many threads: at most :data:`DECISION_THREADS` decide at once, the rest
   wait their turn (the GIL makes more no faster).
+
+A client sending large requests back to back could keep the collector paused for
+good, and reference cycles made meanwhile would never be freed: after
+:data:`MAX_COLLECTOR_PAUSE_S` of continuous pause, the end of a decision runs one
+full collection on the event loop (one stall of that length, that often, instead
+of unbounded memory).
 """
 
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -40,6 +47,10 @@ _limiter: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("dec
 _running = 0
 #: Whether the first of them found the collector on (and so must turn it back on).
 _collector_was_on = False
+#: Longest continuous pause before one collection is forced anyway.
+MAX_COLLECTOR_PAUSE_S = 10.0
+#: When the current pause began, or the last forced collection ran.
+_paused_since = 0.0
 
 
 def _decision_limiter() -> trio.CapacityLimiter:
@@ -67,18 +78,24 @@ async def run_decision(decide: Callable[..., T], *args: object) -> T:
 
 
 def _pause_collector() -> None:
-    global _running, _collector_was_on
+    global _running, _collector_was_on, _paused_since
     if _running == 0:
         _collector_was_on = gc.isenabled()
+        _paused_since = time.monotonic()
         gc.disable()
     _running += 1
 
 
 def _resume_collector() -> None:
-    global _running
+    global _running, _paused_since
     _running -= 1
-    if _running == 0 and _collector_was_on:
+    if not _collector_was_on:
+        return
+    if _running == 0:
         gc.enable()
+    elif time.monotonic() - _paused_since > MAX_COLLECTOR_PAUSE_S:
+        gc.collect()  # decisions kept overlapping: free the cycles made meanwhile
+        _paused_since = time.monotonic()
 
 
 def freeze_start_up_objects() -> None:

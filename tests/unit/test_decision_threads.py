@@ -59,6 +59,34 @@ async def test_the_collector_is_paused_while_any_decision_runs_and_restored_afte
     assert gc.isenabled()
 
 
+async def test_overlapping_decisions_cannot_keep_cycles_alive_for_good(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each decision starts before the previous ends, so the pause never ends by itself.
+    monkeypatch.setattr(decision_threads, "MAX_COLLECTOR_PAUSE_S", 0.0)
+    collections: list[tuple[int, bool]] = []
+    gc.callbacks.append(
+        lambda phase, info: collections.append((info["generation"], gc.isenabled()))
+    )
+    try:
+        overlap = threading.Barrier(2, timeout=10)
+
+        def make_cycles() -> None:
+            cycle: list[object] = []
+            cycle.append(cycle)
+            overlap.wait()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_decision, make_cycles)
+            nursery.start_soon(run_decision, make_cycles)
+    finally:
+        gc.callbacks.pop()
+    # A full collection ran while the other decision still held the pause (an
+    # automatic one cannot: automatic collections only run while the collector is on).
+    assert (2, False) in collections
+    assert gc.isenabled()
+
+
 async def test_a_collector_that_was_off_stays_off() -> None:
     gc.disable()
     try:
