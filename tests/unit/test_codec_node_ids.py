@@ -7,6 +7,7 @@ other field must be unchanged, and mapping back must give the original bytes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -117,20 +118,17 @@ def test_every_node_id_is_mapped_and_back_is_the_original(
 def test_truncated_bodies_raise(api_key: int, version: int, strategy: Any, data: Any) -> None:
     body = encode(data.draw(strategy(version)))
     cut = data.draw(st.integers(min_value=0, max_value=len(body) - 1))
-    try:
+    # A cut inside the unmapped trailer may still parse; anything else is a CodecError.
+    with contextlib.suppress(CodecError):
         map_response_node_ids(api_key, version, body[:cut], forward)
-    except CodecError:
-        pass  # a truncated body may still parse when the cut falls in an unmapped trailer
 
 
 @pytest.mark.parametrize(("api_key", "version"), [c[:2] for c in CASES])
 @SETTINGS
 @given(garbage=st.binary(max_size=120))
 def test_garbage_raises_only_codec_error(api_key: int, version: int, garbage: bytes) -> None:
-    try:
+    with contextlib.suppress(CodecError):
         map_response_node_ids(api_key, version, garbage, forward)
-    except CodecError:
-        pass
 
 
 def test_a_huge_replica_count_is_refused_before_reading() -> None:
@@ -144,7 +142,7 @@ def test_a_huge_replica_count_is_refused_before_reading() -> None:
         b"\x00\x00\x00\x00\x00\x00" + b"\x00\x00\x00\x01"  # error, index, leader
         b"\x40\x00\x00\x00"  # replica_nodes: 2^30
     )
-    with pytest.raises(CodecError, match="exceeds|claimed"):
+    with pytest.raises(CodecError, match=r"exceeds|claimed"):
         map_response_node_ids(METADATA, 1, body, forward)
 
 
