@@ -25,7 +25,7 @@ Malformed input raises :class:`~codec.primitives.CodecError`.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from codec.endpoints import array_count, skip_string, skip_tags
@@ -85,7 +85,7 @@ class _Patcher:
                 r.skip(fixed_tail, "broker")
             skip_tags(r, flexible)
 
-    def tags(self, handlers: dict[int, Callable[[int], None]]) -> None:
+    def tags(self, handlers: Mapping[int, Callable[[int], None]]) -> None:
         """Walk a tagged-field section; ``handlers[tag](end)`` maps a known tag's payload."""
         r = self.r
         for _ in range(r.uvarint()):
