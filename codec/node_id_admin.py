@@ -10,6 +10,9 @@ and forward again in the response:
   responses both carry ``resource_type, resource_name``; the name is re-encoded
   (its length may change) and everything else is copied.
 * AlterPartitionReassignments v0-1 request: ``replicas`` per partition.
+* CreateTopics v2-7 request: ``assignments[].broker_ids`` (manual replica placement).
+* CreatePartitions v0-3 request: ``assignments[].broker_ids``.
+* UnregisterBroker v0 request: ``broker_id``.
 * ListPartitionReassignments v0 response: ``replicas``, ``adding_replicas``,
   ``removing_replicas``.
 * DescribeTopicPartitions v0 response: ``leader_id``, ``replica_nodes``,
@@ -40,6 +43,9 @@ ALTER_PARTITION_REASSIGNMENTS_KEY: Final = 45
 LIST_PARTITION_REASSIGNMENTS_KEY: Final = 46
 INCREMENTAL_ALTER_CONFIGS_KEY: Final = 44
 DESCRIBE_TOPIC_PARTITIONS_KEY: Final = 75
+CREATE_TOPICS_KEY: Final = 19
+CREATE_PARTITIONS_KEY: Final = 37
+UNREGISTER_BROKER_KEY: Final = 64
 
 #: Config resource types named by a node id.
 BROKER_RESOURCE_TYPES: Final = frozenset({4, 8})
@@ -150,9 +156,9 @@ class _IdPatcher:
                 _INT32.pack_into(self.out, at, mapped)
                 self.changed = True
 
-    def node_list(self, what: str) -> None:
-        """A (nullable) compact array of node ids."""
-        count = self.r.array_length(True)
+    def node_list(self, what: str, flexible: bool = True) -> None:
+        """A (nullable) array of node ids."""
+        count = self.r.array_length(flexible)
         if count * 4 > self.r.remaining():
             raise CodecError(f"{what}: {count} node ids claimed, {self.r.remaining()} bytes left")
         for _ in range(max(count, 0)):
@@ -219,3 +225,46 @@ def map_describe_topic_partitions_response(
         r.skip(4, "topic_authorized_operations")
         r.skip_tagged_fields()
     return p.result()  # next_cursor names a topic and partition, no node
+
+
+def map_create_topics_request(version: int, body: Buffer, mapper: IdMapper) -> bytes | None:
+    """CreateTopics v2-7 request: the brokers of each manually assigned partition."""
+    flexible = version >= 5
+    p = _IdPatcher(body, mapper)
+    r = p.r
+    for _ in range(array_count(r, flexible, "topics")):
+        skip_string(r, flexible)  # name
+        r.skip(6, "num_partitions, replication_factor")
+        for _ in range(array_count(r, flexible, "assignments")):
+            r.skip(4, "partition_index")
+            p.node_list("broker_ids", flexible)
+            skip_tags(r, flexible)
+        for _ in range(array_count(r, flexible, "configs")):
+            skip_string(r, flexible)  # name
+            skip_string(r, flexible)  # value
+            skip_tags(r, flexible)
+        skip_tags(r, flexible)
+    return p.result()
+
+
+def map_create_partitions_request(version: int, body: Buffer, mapper: IdMapper) -> bytes | None:
+    """CreatePartitions v0-3 request: the brokers of each new partition, if assigned."""
+    flexible = version >= 2
+    p = _IdPatcher(body, mapper)
+    r = p.r
+    for _ in range(array_count(r, flexible, "topics")):
+        skip_string(r, flexible)  # name
+        r.skip(4, "count")
+        assignments = r.array_length(flexible)  # null: the controller places them
+        for _ in range(max(assignments, 0)):
+            p.node_list("broker_ids", flexible)
+            skip_tags(r, flexible)
+        skip_tags(r, flexible)
+    return p.result()
+
+
+def map_unregister_broker_request(version: int, body: Buffer, mapper: IdMapper) -> bytes | None:
+    """UnregisterBroker v0 request: ``broker_id``."""
+    p = _IdPatcher(body, mapper)
+    p.node_id()
+    return p.result()

@@ -9,7 +9,8 @@ cut-through path is exactly what it is without virtual node ids.
 Responses: :mod:`codec.node_ids` (Metadata, FindCoordinator, DescribeCluster,
 Produce, Fetch, ShareFetch, ShareAcknowledge) and :mod:`codec.node_id_admin`
 (config resources, reassignments, DescribeTopicPartitions). Requests: config
-resources of type BROKER / BROKER_LOGGER and AlterPartitionReassignments.
+resources of type BROKER / BROKER_LOGGER, AlterPartitionReassignments,
+CreateTopics and CreatePartitions replica assignments, UnregisterBroker.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from policies.node_ids import NodeIdMap
 _CONFIG_APIS: Final = frozenset(
     {admin.DESCRIBE_CONFIGS_KEY, admin.ALTER_CONFIGS_KEY, admin.INCREMENTAL_ALTER_CONFIGS_KEY}
 )
-_REQUEST_APIS: Final = _CONFIG_APIS | {admin.ALTER_PARTITION_REASSIGNMENTS_KEY}
+#: Requests naming nodes outside config resources, and how their bodies are mapped.
+_REQUEST_MAPPERS: Final = {
+    admin.ALTER_PARTITION_REASSIGNMENTS_KEY: admin.map_reassignment_request,
+    admin.CREATE_TOPICS_KEY: admin.map_create_topics_request,
+    admin.CREATE_PARTITIONS_KEY: admin.map_create_partitions_request,
+    admin.UNREGISTER_BROKER_KEY: admin.map_unregister_broker_request,
+}
+_REQUEST_APIS: Final = _CONFIG_APIS | _REQUEST_MAPPERS.keys()
 _ADMIN_RESPONSE_APIS: Final = _CONFIG_APIS | {
     admin.LIST_PARTITION_REASSIGNMENTS_KEY,
     admin.DESCRIBE_TOPIC_PARTITIONS_KEY,
@@ -59,8 +67,9 @@ class NodeIdStage:
         offset = parse_request_header(frame).body_offset
         body = memoryview(frame)[offset:].toreadonly()
         upstream = self.mapping.upstream
-        if api_key == admin.ALTER_PARTITION_REASSIGNMENTS_KEY:
-            new_body = admin.map_reassignment_request(api_version, body, upstream)
+        mapper = _REQUEST_MAPPERS.get(api_key)
+        if mapper is not None:
+            new_body = mapper(api_version, body, upstream)
         else:
             new_body = admin.map_config_request(api_key, api_version, body, upstream)
         return frame if new_body is None else bytes(frame[:offset]) + new_body

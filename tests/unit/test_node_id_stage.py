@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
+from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.schema.request_header.v2.header import RequestHeader
 from test_codec_strategies import SETTINGS, decode, encode, entity, kio_module, small_tuples
 
-from codec.headers import encode_response_header, parse_request_header
+from codec.headers import encode_response_header, parse_request_header, request_header_version
 from codec.node_id_admin import (
     ALTER_CONFIGS_KEY,
     DESCRIBE_CONFIGS_KEY,
@@ -251,3 +252,69 @@ def test_offset_stage_maps_a_whole_describe_configs_exchange() -> None:
     head = encode_response_header(9, DESCRIBE_CONFIGS_KEY, 4)
     out = stage.map_response(DESCRIBE_CONFIGS_KEY, 4, head + encode(response))
     assert decode(type(response), bytes(out[len(head) :])).results[0].resource_name == "101"
+
+
+def _replaced_ids(obj: Any, mapper: Any) -> Any:
+    """``obj`` with every ``broker_ids`` / ``broker_id`` mapped, recursively."""
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return obj
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if field.name == "broker_ids":
+            changes[field.name] = tuple(mapper(v) for v in value)
+        elif field.name == "broker_id":
+            changes[field.name] = mapper(value)
+        elif isinstance(value, tuple):
+            changes[field.name] = tuple(_replaced_ids(v, mapper) for v in value)
+    return dataclasses.replace(obj, **changes)
+
+
+def _create_topics(version: int) -> st.SearchStrategy[Any]:
+    m = kio_module("create_topics", version, "request")
+    assignment = entity(m.CreatableReplicaAssignment, broker_ids=node_lists)
+    topic = entity(
+        m.CreatableTopic,
+        assignments=small_tuples(assignment),
+        configs=small_tuples(entity(m.CreatableTopicConfig)),
+    )
+    return entity(m.CreateTopicsRequest, topics=small_tuples(topic))
+
+
+def _create_partitions(version: int) -> st.SearchStrategy[Any]:
+    m = kio_module("create_partitions", version, "request")
+    assignment = entity(m.CreatePartitionsAssignment, broker_ids=node_lists)
+    topic = entity(m.CreatePartitionsTopic, assignments=st.none() | small_tuples(assignment))
+    return entity(m.CreatePartitionsRequest, topics=small_tuples(topic))
+
+
+def _unregister(version: int) -> st.SearchStrategy[Any]:
+    m = kio_module("unregister_broker", version, "request")
+    return entity(m.UnregisterBrokerRequest, broker_id=st.integers(100, 5000))
+
+
+@pytest.mark.parametrize(
+    ("api_key", "version", "strategy"),
+    [
+        *[(19, v, _create_topics) for v in range(2, 8)],
+        *[(37, v, _create_partitions) for v in range(4)],
+        (64, 0, _unregister),
+    ],
+)
+@SETTINGS
+@given(data=st.data())
+def test_replica_placement_requests_name_upstream_brokers(
+    api_key: int, version: int, strategy: Any, data: Any
+) -> None:
+    """Virtual ids 100+ (offset 100) come out as upstream ids; nothing else changes."""
+    message = data.draw(strategy(version))
+    virtual = _replaced_ids(message, lambda n: n + 100)
+    stage = NodeIdStage(OFFSET_100)
+    assert stage.buffers_request(api_key)
+    header_cls = RequestHeader if request_header_version(api_key, version) == 2 else RequestHeaderV1
+    header = header_cls(
+        request_api_key=api_key, request_api_version=version, correlation_id=1, client_id="c"
+    )
+    head = encode(header)
+    out = stage.map_request(api_key, version, head + encode(virtual))
+    assert decode(type(message), bytes(out[len(head) :])) == message
