@@ -15,6 +15,10 @@ and forward again in the response:
 * UnregisterBroker v0 request: ``broker_id``.
 * ListPartitionReassignments v0 response: ``replicas``, ``adding_replicas``,
   ``removing_replicas``.
+* DescribeQuorum v0-2 response: ``leader_id``, voters' and observers' ``replica_id``,
+  ``nodes[].node_id`` (v2). Voters are controllers: their ids go through the same
+  map (in combined mode they are broker ids too), their listener addresses are not
+  rewritten (clients never connect to controllers through the gateway).
 * DescribeTopicPartitions v0 response: ``leader_id``, ``replica_nodes``,
   ``isr_nodes``, ``eligible_leader_replicas``, ``last_known_elr``,
   ``offline_replicas``.
@@ -46,6 +50,7 @@ DESCRIBE_TOPIC_PARTITIONS_KEY: Final = 75
 CREATE_TOPICS_KEY: Final = 19
 CREATE_PARTITIONS_KEY: Final = 37
 UNREGISTER_BROKER_KEY: Final = 64
+DESCRIBE_QUORUM_KEY: Final = 55
 
 #: Config resource types named by a node id.
 BROKER_RESOURCE_TYPES: Final = frozenset({4, 8})
@@ -267,4 +272,38 @@ def map_unregister_broker_request(version: int, body: Buffer, mapper: IdMapper) 
     """UnregisterBroker v0 request: ``broker_id``."""
     p = _IdPatcher(body, mapper)
     p.node_id()
+    return p.result()
+
+
+def map_describe_quorum_response(version: int, body: Buffer, mapper: IdMapper) -> bytes | None:
+    """DescribeQuorum v0-2 response (always flexible): leader, voters, observers, nodes."""
+    p = _IdPatcher(body, mapper)
+    r = p.r
+    r.skip(2, "error_code")
+    if version >= 2:
+        skip_string(r, True)  # error_message
+    for _ in range(array_count(r, True, "topics")):
+        skip_string(r, True)  # topic_name
+        for _ in range(array_count(r, True, "partitions")):
+            r.skip(6, "partition_index, error_code")
+            if version >= 2:
+                skip_string(r, True)  # error_message
+            p.node_id()  # leader_id
+            r.skip(12, "leader_epoch, high_watermark")
+            for what in ("current_voters", "observers"):
+                for _ in range(array_count(r, True, what)):
+                    p.node_id()  # replica_id
+                    r.skip(8 + (16 if version >= 2 else 0) + (16 if version >= 1 else 0), what)
+                    r.skip_tagged_fields()
+            r.skip_tagged_fields()
+        r.skip_tagged_fields()
+    if version >= 2:
+        for _ in range(array_count(r, True, "nodes")):
+            p.node_id()
+            for _ in range(array_count(r, True, "listeners")):
+                skip_string(r, True)  # name
+                skip_string(r, True)  # host
+                r.skip(2, "port")
+                r.skip_tagged_fields()
+            r.skip_tagged_fields()
     return p.result()

@@ -34,10 +34,13 @@ _REQUEST_MAPPERS: Final = {
     admin.UNREGISTER_BROKER_KEY: admin.map_unregister_broker_request,
 }
 _REQUEST_APIS: Final = _CONFIG_APIS | _REQUEST_MAPPERS.keys()
-_ADMIN_RESPONSE_APIS: Final = _CONFIG_APIS | {
-    admin.LIST_PARTITION_REASSIGNMENTS_KEY,
-    admin.DESCRIBE_TOPIC_PARTITIONS_KEY,
+#: Admin responses naming nodes, and how their bodies are mapped.
+_RESPONSE_MAPPERS: Final = {
+    admin.LIST_PARTITION_REASSIGNMENTS_KEY: admin.map_list_reassignments_response,
+    admin.DESCRIBE_TOPIC_PARTITIONS_KEY: admin.map_describe_topic_partitions_response,
+    admin.DESCRIBE_QUORUM_KEY: admin.map_describe_quorum_response,
 }
+_ADMIN_RESPONSE_APIS: Final = _CONFIG_APIS | _RESPONSE_MAPPERS.keys()
 
 
 class NodeIdStage:
@@ -79,10 +82,9 @@ class NodeIdStage:
         forward = self.mapping.virtual
         if api_key in _CONFIG_APIS:
             return admin.map_config_response(api_key, api_version, body, forward)
-        if api_key == admin.LIST_PARTITION_REASSIGNMENTS_KEY:
-            return admin.map_list_reassignments_response(api_version, body, forward)
-        if api_key == admin.DESCRIBE_TOPIC_PARTITIONS_KEY:
-            return admin.map_describe_topic_partitions_response(api_version, body, forward)
+        mapper = _RESPONSE_MAPPERS.get(api_key)
+        if mapper is not None:
+            return mapper(api_version, body, forward)
         return map_response_node_ids(api_key, api_version, body, forward)
 
     def map_response(self, api_key: int, api_version: int, frame: Buffer) -> Buffer:

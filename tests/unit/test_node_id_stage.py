@@ -318,3 +318,43 @@ def test_replica_placement_requests_name_upstream_brokers(
     head = encode(header)
     out = stage.map_request(api_key, version, head + encode(virtual))
     assert decode(type(message), bytes(out[len(head) :])) == message
+
+
+def _quorum(version: int) -> st.SearchStrategy[Any]:
+    m = kio_module("describe_quorum", version)
+    replica = entity(m.ReplicaState, replica_id=st.integers(0, 5000))
+    partition = entity(
+        m.PartitionData,
+        leader_id=st.integers(-1, 5000),
+        current_voters=small_tuples(replica),
+        observers=small_tuples(replica),
+    )
+    topic = entity(m.TopicData, partitions=small_tuples(partition))
+    extra = {}
+    if version >= 2:
+        listener = entity(m.Listener)
+        node = entity(m.Node, node_id=st.integers(0, 5000), listeners=small_tuples(listener))
+        extra["nodes"] = small_tuples(node)
+    return entity(m.DescribeQuorumResponse, topics=small_tuples(topic), **extra)
+
+
+def _quorum_ids(message: Any) -> list[int]:
+    ids = []
+    for topic in message.topics:
+        for partition in topic.partitions:
+            ids.append(partition.leader_id)
+            ids += [r.replica_id for r in (*partition.current_voters, *partition.observers)]
+    ids += [node.node_id for node in getattr(message, "nodes", ())]
+    return ids
+
+
+@pytest.mark.parametrize("version", range(3))
+@SETTINGS
+@given(data=st.data())
+def test_describe_quorum_ids_are_virtual(version: int, data: Any) -> None:
+    message = data.draw(_quorum(version))
+    stage = NodeIdStage(OFFSET_100)
+    assert stage.buffers_response(55, version)
+    out = stage.map_response_body(55, version, encode(message))
+    decoded = decode(type(message), bytes(out) if out is not None else encode(message))
+    assert _quorum_ids(decoded) == [n + 100 if n >= 0 else n for n in _quorum_ids(message)]
