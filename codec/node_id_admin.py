@@ -13,6 +13,8 @@ and forward again in the response:
 * CreateTopics v2-7 request: ``assignments[].broker_ids`` (manual replica placement).
 * CreatePartitions v0-3 request: ``assignments[].broker_ids``.
 * UnregisterBroker v0 request: ``broker_id``.
+* AddRaftVoter v0-1 / RemoveRaftVoter v0 requests: ``voter_id`` (as DescribeQuorum
+  shows voters with mapped ids, a client names them so).
 * ListPartitionReassignments v0 response: ``replicas``, ``adding_replicas``,
   ``removing_replicas``.
 * DescribeQuorum v0-2 response: ``leader_id``, voters' and observers' ``replica_id``,
@@ -51,6 +53,8 @@ CREATE_TOPICS_KEY: Final = 19
 CREATE_PARTITIONS_KEY: Final = 37
 UNREGISTER_BROKER_KEY: Final = 64
 DESCRIBE_QUORUM_KEY: Final = 55
+ADD_RAFT_VOTER_KEY: Final = 80
+REMOVE_RAFT_VOTER_KEY: Final = 81
 
 #: Config resource types named by a node id.
 BROKER_RESOURCE_TYPES: Final = frozenset({4, 8})
@@ -306,4 +310,21 @@ def map_describe_quorum_response(version: int, body: Buffer, mapper: IdMapper) -
                 r.skip(2, "port")
                 r.skip_tagged_fields()
             r.skip_tagged_fields()
+    return p.result()
+
+
+def map_remove_raft_voter_request(version: int, body: Buffer, mapper: IdMapper) -> bytes | None:
+    """RemoveRaftVoter v0 request: ``voter_id``."""
+    p = _IdPatcher(body, mapper)
+    skip_string(p.r, True)  # cluster_id
+    p.node_id()
+    return p.result()
+
+
+def map_add_raft_voter_request(version: int, body: Buffer, mapper: IdMapper) -> bytes | None:
+    """AddRaftVoter v0-1 request: ``voter_id``."""
+    p = _IdPatcher(body, mapper)
+    skip_string(p.r, True)  # cluster_id
+    p.r.skip(4, "timeout_ms")
+    p.node_id()  # voter_id
     return p.result()

@@ -10,7 +10,8 @@ Responses: :mod:`codec.node_ids` (Metadata, FindCoordinator, DescribeCluster,
 Produce, Fetch, ShareFetch, ShareAcknowledge) and :mod:`codec.node_id_admin`
 (config resources, reassignments, DescribeTopicPartitions). Requests: config
 resources of type BROKER / BROKER_LOGGER, AlterPartitionReassignments,
-CreateTopics and CreatePartitions replica assignments, UnregisterBroker.
+CreateTopics and CreatePartitions replica assignments, UnregisterBroker,
+AddRaftVoter and RemoveRaftVoter.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ _REQUEST_MAPPERS: Final = {
     admin.CREATE_TOPICS_KEY: admin.map_create_topics_request,
     admin.CREATE_PARTITIONS_KEY: admin.map_create_partitions_request,
     admin.UNREGISTER_BROKER_KEY: admin.map_unregister_broker_request,
+    admin.ADD_RAFT_VOTER_KEY: admin.map_add_raft_voter_request,
+    admin.REMOVE_RAFT_VOTER_KEY: admin.map_remove_raft_voter_request,
 }
 _REQUEST_APIS: Final = _CONFIG_APIS | _REQUEST_MAPPERS.keys()
 #: Admin responses naming nodes, and how their bodies are mapped.

@@ -263,7 +263,7 @@ def _replaced_ids(obj: Any, mapper: Any) -> Any:
         value = getattr(obj, field.name)
         if field.name == "broker_ids":
             changes[field.name] = tuple(mapper(v) for v in value)
-        elif field.name == "broker_id":
+        elif field.name in ("broker_id", "voter_id"):
             changes[field.name] = mapper(value)
         elif isinstance(value, tuple):
             changes[field.name] = tuple(_replaced_ids(v, mapper) for v in value)
@@ -288,6 +288,20 @@ def _create_partitions(version: int) -> st.SearchStrategy[Any]:
     return entity(m.CreatePartitionsRequest, topics=small_tuples(topic))
 
 
+def _add_voter(version: int) -> st.SearchStrategy[Any]:
+    m = kio_module("add_raft_voter", version, "request")
+    return entity(
+        m.AddRaftVoterRequest,
+        voter_id=st.integers(100, 5000),
+        listeners=small_tuples(entity(m.Listener)),
+    )
+
+
+def _remove_voter(version: int) -> st.SearchStrategy[Any]:
+    m = kio_module("remove_raft_voter", version, "request")
+    return entity(m.RemoveRaftVoterRequest, voter_id=st.integers(100, 5000))
+
+
 def _unregister(version: int) -> st.SearchStrategy[Any]:
     m = kio_module("unregister_broker", version, "request")
     return entity(m.UnregisterBrokerRequest, broker_id=st.integers(100, 5000))
@@ -299,6 +313,9 @@ def _unregister(version: int) -> st.SearchStrategy[Any]:
         *[(19, v, _create_topics) for v in range(2, 8)],
         *[(37, v, _create_partitions) for v in range(4)],
         (64, 0, _unregister),
+        (80, 0, _add_voter),
+        (80, 1, _add_voter),
+        (81, 0, _remove_voter),
     ],
 )
 @SETTINGS
