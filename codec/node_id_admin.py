@@ -9,6 +9,8 @@ and forward again in the response:
   decimal string (empty = cluster-wide default, left alone). Requests and
   responses both carry ``resource_type, resource_name``; the name is re-encoded
   (its length may change) and everything else is copied.
+* ListConfigResources v1 response: ``config_resources[]`` of a broker type (name
+  first, type after it). v0 lists client-metrics resources only.
 * AlterPartitionReassignments v0-1 request: ``replicas`` per partition.
 * CreateTopics v2-7 request: ``assignments[].broker_ids`` (manual replica placement).
 * CreatePartitions v0-3 request: ``assignments[].broker_ids``.
@@ -55,6 +57,7 @@ UNREGISTER_BROKER_KEY: Final = 64
 DESCRIBE_QUORUM_KEY: Final = 55
 ADD_RAFT_VOTER_KEY: Final = 80
 REMOVE_RAFT_VOTER_KEY: Final = 81
+LIST_CONFIG_RESOURCES_KEY: Final = 74
 
 #: Config resource types named by a node id.
 BROKER_RESOURCE_TYPES: Final = frozenset({4, 8})
@@ -328,3 +331,24 @@ def map_add_raft_voter_request(version: int, body: Buffer, mapper: IdMapper) -> 
     p.r.skip(4, "timeout_ms")
     p.node_id()  # voter_id
     return p.result()
+
+
+def map_list_config_resources_response(
+    version: int, body: Buffer, mapper: IdMapper
+) -> bytes | None:
+    """ListConfigResources v1 response: the names of broker and broker-logger resources."""
+    if version < 1:
+        return None  # client-metrics resources only
+    r, splice, changed = Reader(body), Splice(body), False
+    r.skip(6, "throttle_time_ms, error_code")
+    for _ in range(array_count(r, True, "config_resources")):
+        start = r.pos
+        name = r.compact_string()
+        end = r.pos
+        if r.int8() in BROKER_RESOURCE_TYPES:
+            mapped = _mapped_name(name, mapper)
+            if mapped is not None:
+                splice.replace(start, end, enc_string(mapped, True))
+                changed = True
+        r.skip_tagged_fields()
+    return splice.result() if changed else None

@@ -42,6 +42,7 @@ _RESPONSE_MAPPERS: Final = {
     admin.LIST_PARTITION_REASSIGNMENTS_KEY: admin.map_list_reassignments_response,
     admin.DESCRIBE_TOPIC_PARTITIONS_KEY: admin.map_describe_topic_partitions_response,
     admin.DESCRIBE_QUORUM_KEY: admin.map_describe_quorum_response,
+    admin.LIST_CONFIG_RESOURCES_KEY: admin.map_list_config_resources_response,
 }
 _ADMIN_RESPONSE_APIS: Final = _CONFIG_APIS | _RESPONSE_MAPPERS.keys()
 

@@ -375,3 +375,16 @@ def test_describe_quorum_ids_are_virtual(version: int, data: Any) -> None:
     out = stage.map_response_body(55, version, encode(message))
     decoded = decode(type(message), bytes(out) if out is not None else encode(message))
     assert _quorum_ids(decoded) == [n + 100 if n >= 0 else n for n in _quorum_ids(message)]
+
+
+@SETTINGS
+@given(data=st.data())
+def test_list_config_resources_names_virtual_brokers(data: Any) -> None:
+    m = kio_module("list_config_resources", 1)
+    resource = entity(m.ConfigResource, resource_type=resource_types, resource_name=names)
+    message = data.draw(
+        entity(m.ListConfigResourcesResponse, config_resources=small_tuples(resource))
+    )
+    out = NodeIdStage(OFFSET_100).map_response_body(74, 1, encode(message))
+    decoded = decode(type(message), bytes(out) if out is not None else encode(message))
+    assert decoded == _with_names(message, "config_resources", OFFSET_100.virtual)
