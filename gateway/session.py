@@ -460,7 +460,7 @@ class ClientSession:
             entry.verdict = verdict
         if entry.api_key == PRODUCE and self._produce_acks(verdict.forward, entry.api_version) == 0:
             self.in_flight.remove(entry)  # acks=0: the broker will not answer
-        if self.node_ids.active:
+        if self.node_ids.buffers_request(entry.api_key):  # e.g. DescribeConfigs of a broker
             return bytes(
                 self.node_ids.map_request(entry.api_key, entry.api_version, verdict.forward)
             )

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from kafka import KafkaConsumer, KafkaProducer
 from kio.schema.describe_cluster.v1.request import DescribeClusterRequest
 from kio.schema.find_coordinator.v6.request import FindCoordinatorRequest
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
@@ -21,6 +23,7 @@ from kio.static.primitive import i8
 
 from tests.gateway_harness import RunningGateway, running_gateway
 from tests.integration.clients import consume_values, produce_values
+from tests.kafka_tools import console_consume, console_produce, java_tool
 from tests.raw_kafka import RawKafkaConnection
 
 pytestmark = pytest.mark.kafka
@@ -144,3 +147,95 @@ def test_raw_responses_name_only_virtual_ids(gateway: RunningGateway, topic: str
     (found,) = coordinator.coordinators
     assert found.node_id in VIRTUAL_IDS
     assert f"{found.host}:{found.port}" == _broker_addresses(gateway)[found.node_id]
+
+
+def test_confluent_transaction_through_virtual_coordinators(
+    gateway: RunningGateway, topic: str
+) -> None:
+    stats = BrokerStats()
+    producer = Producer(
+        {
+            "bootstrap.servers": gateway.bootstrap,
+            "transactional.id": f"tx-{uuid.uuid4().hex[:8]}",
+            "stats_cb": stats,
+            "statistics.interval.ms": 100,
+        }
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(50):
+        producer.produce(topic, f"tx-{i}".encode())
+    producer.commit_transaction(30)
+    producer.poll(0.3)  # one more statistics callback
+    consumer = Consumer(
+        {
+            "bootstrap.servers": gateway.bootstrap,
+            "group.id": f"g-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([topic])
+    received: list[str] = []
+    try:
+        while len(received) < 50:
+            message = consumer.poll(20)
+            assert message is not None, f"only {len(received)} committed records came back"
+            assert message.error() is None, message.error()
+            received.append(message.value().decode())
+    finally:
+        consumer.close()
+    assert sorted(received) == sorted(f"tx-{i}" for i in range(50))
+    assert {node for node, _ in stats.brokers if node >= 0} == VIRTUAL_IDS
+
+
+def test_kafka_python_sees_virtual_brokers(gateway: RunningGateway, topic: str) -> None:
+    producer = KafkaProducer(bootstrap_servers=gateway.bootstrap, acks="all")
+    values = [f"kp-{i}" for i in range(60)]
+    for future in [producer.send(topic, value=v.encode()) for v in values]:
+        future.get(timeout=30)
+    producer.close()
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=gateway.bootstrap,
+        group_id=f"kp-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=20000,
+    )
+    received: list[str] = []
+    for message in consumer:
+        received.append(message.value.decode())
+        if len(received) == len(values):
+            break
+    consumer.commit()
+    cluster = consumer._client.cluster
+    brokers = {b.node_id: f"{b.host}:{b.port}" for b in cluster.brokers()}
+    leaders = {cluster.leader_for_partition(tp) for tp in consumer.assignment()}
+    consumer.close()
+    assert sorted(received) == sorted(values)
+    assert brokers == _broker_addresses(gateway)
+    assert leaders <= VIRTUAL_IDS
+
+
+def test_java_console_clients_and_broker_configs(gateway: RunningGateway, topic: str) -> None:
+    mark = gateway.log_mark()
+    lines = [f"java-{i}" for i in range(40)]
+    console_produce(gateway.bootstrap, topic, lines)
+    received = console_consume(
+        gateway.bootstrap, topic, len(lines), group=f"j-{uuid.uuid4().hex[:6]}"
+    )
+    assert sorted(received) == sorted(lines)
+    described = java_tool(
+        "kafka.admin.ConfigCommand",
+        [
+            *("--bootstrap-server", gateway.bootstrap),
+            *("--entity-type", "brokers", "--entity-name", "102", "--describe", "--all"),
+        ],
+    ).stdout
+    assert "node.id=2" in described and "broker.id=2" in described, described[-2000:]
+    brokers = {
+        e["broker"]
+        for e in gateway.events(mark)
+        if e.get("event") == "connection_opened" and e.get("broker") != "bootstrap"
+    }
+    assert brokers and brokers <= VIRTUAL_IDS, brokers
