@@ -30,6 +30,7 @@ from typing import Final
 
 from codec.endpoints import array_count, skip_string, skip_tags
 from codec.primitives import Buffer, CodecError, Reader
+from codec.scan import check_within, skip_tags_at, uvarint_at
 
 #: ``upstream node id -> virtual node id``; only called for ids >= 0.
 NodeIdMapper = Callable[[int], int]
@@ -48,21 +49,30 @@ _INT32: Final = struct.Struct(">i")
 class _Patcher:
     """A Reader over the original body plus the copy whose node ids are replaced."""
 
-    __slots__ = ("map_id", "out", "r")
+    __slots__ = ("_packed", "lists", "map_id", "out", "r")
 
     def __init__(self, body: Buffer, map_id: NodeIdMapper) -> None:
         self.r = Reader(body)
         self.out = bytearray(body)
         self.map_id = map_id
+        #: Mapped ids by upstream id, packed: a cluster has few nodes, named many times.
+        self._packed: dict[int, bytes] = {}
+        #: Mapped replica lists by their upstream bytes: partitions share a few orders.
+        self.lists: dict[bytes, bytes] = {}
+
+    def packed(self, node: int) -> bytes:
+        """The mapped id of ``node`` (>= 0) as INT32 bytes."""
+        found = self._packed.get(node)
+        if found is None:
+            found = self._packed[node] = _INT32.pack(self.map_id(node))
+        return found
 
     def node_id(self) -> None:
         """Map the INT32 node id at the cursor."""
         at = self.r.pos
         node = self.r.int32()
         if node >= 0:
-            mapped = self.map_id(node)
-            if mapped != node:
-                _INT32.pack_into(self.out, at, mapped)
+            self.out[at : at + 4] = self.packed(node)
 
     def node_list(self, flexible: bool, what: str) -> None:
         """Map an array of INT32 node ids (replicas, ISR...)."""
@@ -125,20 +135,71 @@ def _metadata(p: _Patcher, version: int) -> None:
             r.skip(16, "topic_id")
         if version >= 1:
             r.skip(1, "is_internal")
-        for _ in range(array_count(r, flexible, "partitions")):
-            r.skip(6, "error_code, partition_index")
-            p.node_id()  # leader_id
-            if version >= 7:
-                r.skip(4, "leader_epoch")
-            p.node_list(flexible, "replica_nodes")
-            p.node_list(flexible, "isr_nodes")
-            if version >= 5:
-                p.node_list(flexible, "offline_replicas")
-            skip_tags(r, flexible)
+        _metadata_partitions(p, version, flexible)
         if version >= 8:
             r.skip(4, "topic_authorized_operations")
         skip_tags(r, flexible)
     # The trailer (cluster_authorized_operations, error_code, tags) holds no node id.
+
+
+def _metadata_partitions(p: _Patcher, version: int, flexible: bool) -> None:
+    """Map a topic's partitions: leader, replicas, ISR, offline replicas.
+
+    The hot loop of a Metadata response (every partition of every topic): offsets
+    live in locals, node lists are read as one ``struct`` run, and mapped ids come
+    from the patcher's caches (a cluster has few nodes, and partitions share a few
+    replica orders).
+    """
+    r = p.r
+    count = array_count(r, flexible, "partitions")
+    after_leader = 8 if version >= 7 else 4  # leader_id[, leader_epoch]
+    node_lists = range(3 if version >= 5 else 2)  # replicas, isr[, offline_replicas]
+    buf, out, pos, end = r.buf, p.out, r.pos, r.end
+    packed, unpack_int32 = p.packed, _INT32.unpack_from
+    lists = p.lists
+    try:
+        for _ in range(count):
+            pos += 6  # error_code, partition_index
+            (leader,) = unpack_int32(buf, pos)
+            if leader >= 0:
+                out[pos : pos + 4] = packed(leader)
+            pos += after_leader
+            for _ in node_lists:
+                if flexible:
+                    size = buf[pos]
+                    if size < 0x80:
+                        pos += 1
+                    else:
+                        size, pos = uvarint_at(buf, pos, end)
+                    size -= 1
+                else:
+                    (size,) = unpack_int32(buf, pos)
+                    pos += 4
+                if size < 0 or pos + 4 * size > end:
+                    raise CodecError(f"bad replica list of {size} at offset {pos} (end {end})")
+                if size:
+                    stop = pos + 4 * size
+                    raw = bytes(buf[pos:stop])
+                    mapped = lists.get(raw)
+                    if mapped is None:
+                        mapped = lists[raw] = _map_run(raw, size, packed)
+                    out[pos:stop] = mapped
+                    pos = stop
+            if flexible:
+                if pos < end and buf[pos] == 0:
+                    pos += 1
+                else:
+                    pos = skip_tags_at(buf, pos, end)
+    except (IndexError, struct.error) as exc:
+        raise CodecError(f"truncated partitions at offset {pos} (end {end})") from exc
+    check_within(pos, end, "partitions")
+    r.pos = pos
+
+
+def _map_run(raw: bytes, size: int, packed: Callable[[int], bytes]) -> bytes:
+    """``size`` INT32 node ids, each mapped (negative ones kept)."""
+    ids = struct.unpack(f">{size}i", raw)
+    return b"".join([packed(n) if n >= 0 else _INT32.pack(n) for n in ids])
 
 
 def _find_coordinator(p: _Patcher, version: int) -> None:

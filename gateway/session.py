@@ -460,7 +460,7 @@ class ClientSession:
             entry.verdict = verdict
         if entry.api_key == PRODUCE and self._produce_acks(verdict.forward, entry.api_version) == 0:
             self.in_flight.remove(entry)  # acks=0: the broker will not answer
-        if self.node_ids.buffers_request(entry.api_key):  # e.g. DescribeConfigs of a broker
+        if self.node_ids.active and self.node_ids.buffers_request(entry.api_key):
             return bytes(
                 self.node_ids.map_request(entry.api_key, entry.api_version, verdict.forward)
             )
@@ -552,7 +552,7 @@ class ClientSession:
             if enforcement.must_inspect(api_key):
                 self.in_flight.append(entry)
                 return Decision.BUFFER, _AwaitingAuthorization(entry), None
-        if self.node_ids.buffers_request(api_key):
+        if self.node_ids.active and self.node_ids.buffers_request(api_key):  # names a broker
             self.in_flight.append(entry)
             return Decision.BUFFER, _AwaitingNodeIds(entry), None
         if api_key == PRODUCE:
@@ -714,7 +714,7 @@ class ClientSession:
             api_key == API_VERSIONS
             or entry.transform is not None
             or carries_addresses(api_key, api_version)
-            or self.node_ids.buffers_response(api_key, api_version)
+            or (self.node_ids.active and self.node_ids.buffers_response(api_key, api_version))
             or (api_key == SASL_AUTHENTICATE and self.auth.passthrough)
         )
         if rewrite:
