@@ -2,7 +2,9 @@
 
 Port-per-broker: clients first reach the bootstrap port, and every broker
 address they are shown points at ``advertised_host:broker_port(node_id)``, a port
-of this gateway that forwards to that node. Ports are derived from node ids, so
+of this gateway that forwards to that node. ``node_id`` is the virtual node id
+clients see (``node_ids`` in the config; the upstream id by default), and the
+broker map below is keyed by it. Ports are derived from node ids, so
 several gateway replicas with the same config agree on them, and a port is bound
 before any client is told about it.
 """
@@ -36,6 +38,7 @@ from gateway.tls_reload import ReloadingServerContext
 from gateway.topic_ids import TopicIds
 from policies.auth import ListenerAuthenticator, NoMatchingRule, subject_dn_from_der
 from policies.config import GatewayConfig, HostPort, VirtualClusterConfig
+from policies.node_id_stage import NodeIdStage
 
 #: A client that has not finished its TLS handshake by then is disconnected.
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
@@ -71,6 +74,8 @@ class VirtualCluster:
             if validator is not None and oauth is not None
             else None
         )
+        #: The node ids clients see; everything below is keyed by these virtual ids.
+        self.node_ids = NodeIdStage(config.node_ids.node_id_map())
         #: Where each broker node really is, learned from Metadata responses and discovery.
         self._upstream_by_node: dict[int, HostPort] = {}
         #: Gateway port of each node whose listener is bound (or failed to bind).
@@ -89,7 +94,10 @@ class VirtualCluster:
     # --- address map (called by sessions) ------------------------------------------
 
     def client_address(self, node_id: int, host: str, port: int) -> tuple[str, int]:
-        """Map a broker address from an upstream response to the gateway address clients see."""
+        """Map a broker address from an upstream response to the gateway address clients see.
+
+        ``node_id`` is the virtual id (responses' node ids are mapped before addresses).
+        """
         known = self._upstream_by_node.get(node_id)
         if known is None or known.host != host or known.port != port:
             self._upstream_by_node[node_id] = HostPort(host=host, port=port)
@@ -134,7 +142,9 @@ class VirtualCluster:
         TLS and the upstream are kept as they are until the gateway restarts.
         """
         old = self.config
-        needs_restart = [key for key in ("upstream",) if getattr(old, key) != getattr(new, key)]
+        needs_restart = [
+            key for key in ("upstream", "node_ids") if getattr(old, key) != getattr(new, key)
+        ]
         listener_changes = [
             key
             for key in type(old.listener).model_fields
@@ -281,8 +291,9 @@ class VirtualCluster:
 
     async def refresh_brokers(self) -> list[BrokerAddress]:
         brokers = await discover_brokers(self.config.upstream)
+        virtual = self.node_ids.mapping.virtual
         for broker in brokers:
-            self.client_address(broker.node_id, broker.host, broker.port)
+            self.client_address(virtual(broker.node_id), broker.host, broker.port)
         await self.ensure_broker_listeners()
         return brokers
 

@@ -134,6 +134,13 @@ class _AwaitingAcks:
 
 
 @dataclasses.dataclass(slots=True)
+class _AwaitingNodeIds:
+    """A request buffered whole so that the node ids it names can be mapped back."""
+
+    entry: InFlight
+
+
+@dataclasses.dataclass(slots=True)
 class _AwaitingAuthorization:
     """A request buffered whole so that ACLs (or per-topic quotas) can be applied to it."""
 
@@ -156,6 +163,8 @@ class ClientSession:
         guard: SessionGuard | None = None,
     ) -> None:
         self.cluster = cluster
+        #: Maps virtual node ids back in requests and forward in responses (inactive: identity).
+        self.node_ids = cluster.node_ids
         self.target = target
         self.client = client
         self.auth = auth
@@ -373,6 +382,11 @@ class ClientSession:
                 self._admit_buffered_produce(piece.frame, context.entry)
                 outgoing += (size_prefix(len(piece.frame)), piece.frame)
                 continue
+            if isinstance(context, _AwaitingNodeIds):
+                entry = context.entry
+                forward = self.node_ids.map_request(entry.api_key, entry.api_version, piece.frame)
+                outgoing += (size_prefix(len(forward)), forward)
+                continue
             if isinstance(context, _AwaitingAuthorization):
                 forward = await self._authorize(context.entry, bytes(piece.frame), outgoing)
                 if forward is not None:
@@ -446,6 +460,10 @@ class ClientSession:
             entry.verdict = verdict
         if entry.api_key == PRODUCE and self._produce_acks(verdict.forward, entry.api_version) == 0:
             self.in_flight.remove(entry)  # acks=0: the broker will not answer
+        if self.node_ids.active and self.node_ids.buffers_request(entry.api_key):
+            return bytes(
+                self.node_ids.map_request(entry.api_key, entry.api_version, verdict.forward)
+            )
         return verdict.forward
 
     async def _settle_fetch_responses(self, entry: InFlight) -> None:
@@ -542,6 +560,9 @@ class ClientSession:
             if enforcement.must_inspect(api_key):
                 self.in_flight.append(entry)
                 return Decision.BUFFER, _AwaitingAuthorization(entry), None
+        if self.node_ids.active and self.node_ids.buffers_request(api_key):  # names a broker
+            self.in_flight.append(entry)
+            return Decision.BUFFER, _AwaitingNodeIds(entry), None
         if api_key == PRODUCE:
             if len(head) < size and not _head_holds_acks(head, api_version):
                 self.in_flight.append(entry)  # in arrival order; removed again if acks=0
@@ -701,6 +722,7 @@ class ClientSession:
             api_key == API_VERSIONS
             or entry.transform is not None
             or carries_addresses(api_key, api_version)
+            or (self.node_ids.active and self.node_ids.buffers_response(api_key, api_version))
             or (api_key == SASL_AUTHENTICATE and self.auth.passthrough)
         )
         if rewrite:
@@ -722,7 +744,7 @@ class ClientSession:
             self._charge(self.enforcement.charge_fetch(entry.client_id, api_version, size), entry)
         check = entry.fetch_check
         if size > STREAM_FETCH_ABOVE and (api_version >= 16 or check is not None):
-            if entry.throttle_ms or entry.transform is not None:
+            if entry.throttle_ms or entry.transform is not None or self.node_ids.active:
                 return Decision.BUFFER, entry, insert
             watcher = FetchTailWatcher(api_version, self.cluster.client_address, check)
             return Decision.WATCH, watcher, insert
@@ -773,7 +795,9 @@ class ClientSession:
             self._observe(lambda f: self.auth.observe_response(f, api_version), frame)
             self._admit_principal()
             rewritten = frame
-        elif carries_addresses(api_key, api_version):
+        elif carries_addresses(api_key, api_version) or self.node_ids.buffers_response(
+            api_key, api_version
+        ):
             rewritten = self._rewrite_addresses(entry, frame)
             if self.cluster.has_unbound_brokers:
                 # Bind before the client can learn of the port and connect to it.
@@ -825,6 +849,11 @@ class ClientSession:
         api_key, api_version = entry.api_key, entry.api_version
         offset = response_body_offset(frame, api_key, api_version)
         body = memoryview(frame)[offset:].toreadonly()
+        if self.node_ids.active:  # ids first: the address map below then sees virtual ids
+            mapped = self.node_ids.map_response_body(api_key, api_version, body)
+            if mapped is not None:
+                frame = frame[:offset] + mapped
+                body = memoryview(frame)[offset:].toreadonly()
         new_body = rewrite_response(api_key, api_version, body, self.cluster.client_address)
         if api_key == METADATA:
             self.cluster.remember_metadata(frame, offset, api_version)

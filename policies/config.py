@@ -5,16 +5,16 @@ The YAML file is validated against these pydantic models by
 line and column. Conventions, so later sections (authentication, TLS, ACLs,
 quotas, routing, failover) slot in without a rewrite:
 
-* every model derives from :class:`_Section`: frozen, and ``extra="forbid"`` so a
-  misspelt key is an error rather than silently ignored;
+* every model derives from :class:`~policies.config_base.Section`: frozen, and
+  ``extra="forbid"`` so a misspelt key is an error rather than silently ignored;
 * every field has a ``description=``; the configuration reference (docs/) is
   generated from them by :mod:`policies.config_docs`;
 * a feature gets its own small model, hung off the section it belongs to (e.g. a
   future ``ListenerConfig.authentication``), with a default that keeps today's
   behaviour, so existing files stay valid;
 * checks that involve several fields or sections live in ``model_validator``\\ s and
-  report each problem at the precise key (:func:`_raise_problems`), so the loader
-  can point at the right line.
+  report each problem at the precise key (:func:`~policies.config_base.raise_problems`),
+  so the loader can point at the right line.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from policies.auth.passwords import InvalidPasswordHash, PasswordHash
 from policies.auth.scram import InvalidScramCredential, ScramCredential
 from policies.auth.tls import ClientTlsConfig, ServerTlsConfig
 from policies.config_base import FilePath, Integer, Loc, Section, raise_problems
+from policies.node_ids import MAX_NODE_ID, NodeIdMap, explicit_map_problem
 from policies.quotas.config import QuotasConfig
 
 __all__ = [
@@ -82,6 +83,8 @@ MAX_PORT: Final = 65535
 Port = Annotated[Integer, Field(ge=MIN_PORT, le=MAX_PORT)]
 #: A Kafka broker node id.
 NodeId = Annotated[Integer, Field(ge=0)]
+#: A Kafka broker node id that fits Kafka's INT32.
+NodeIdInt32 = Annotated[Integer, Field(ge=0, le=MAX_NODE_ID)]
 
 _HOSTNAME_RE: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
 _CLUSTER_NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -894,15 +897,16 @@ class ListenerConfig(Section):
     broker_port_base: Port | None = Field(
         default=None,
         description=(
-            "Upstream broker node N is served on port `broker_port_base + N`. "
-            "Defaults to the bootstrap port + 1."
+            "Broker node N (the id clients see, after `node_ids`) is served on port "
+            "`broker_port_base + N`. Defaults to the bootstrap port + 1."
         ),
     )
     broker_ports: dict[NodeId, Port] = Field(
         default_factory=dict,
         description=(
-            "Explicit `node id: port` overrides of the computed broker ports. Ports must "
-            "be distinct and differ from the bootstrap port."
+            "Explicit `node id: port` overrides of the computed broker ports (virtual "
+            "node ids, as clients see them). Ports must be distinct and differ from the "
+            "bootstrap port."
         ),
     )
     tls: ServerTlsConfig | None = Field(
@@ -985,7 +989,7 @@ class ListenerConfig(Section):
         return self.bootstrap.port + 1
 
     def broker_port(self, node_id: int) -> int:
-        """The gateway port that serves upstream broker ``node_id``.
+        """The gateway port that serves broker ``node_id`` (a virtual id, as clients see it).
 
         Raises ``ValueError`` if the computed port falls outside 1..65535 (a node id
         too large for ``broker_port_base``); add an explicit ``broker_ports`` entry.
@@ -1059,6 +1063,50 @@ class UpstreamConfig(Section):
         return servers
 
 
+class NodeIdsConfig(Section):
+    """The broker node ids clients see (virtual node ids), computed from this file alone.
+
+    Upstream node ``u`` is shown as ``map[u]`` if listed, else as ``u + offset``;
+    broker ports follow the virtual id (``broker_port_base + virtual id``). Every
+    ``map`` value must be below ``offset``, so a broker added later (``u + offset``)
+    can never take an id of the map. ``node_ids: identity`` (the default) shows the
+    upstream ids unchanged and costs nothing.
+    """
+
+    offset: NodeIdInt32 = Field(
+        default=0,
+        description=(
+            "Added to every upstream node id not in `map`: with 100, brokers 1, 2, 3 are "
+            "shown as 101, 102, 103, and a broker 4 added later as 104."
+        ),
+    )
+    map: dict[NodeIdInt32, NodeIdInt32] = Field(
+        default_factory=dict,
+        description=(
+            "Explicit `upstream id: virtual id` pairs; virtual ids must be distinct and "
+            "below `offset` (set `offset` above them: unlisted brokers get id + offset)."
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_identity(cls, value: Any) -> Any:
+        if value == "identity":
+            return {}
+        return value
+
+    @model_validator(mode="after")
+    def _check_map(self) -> Self:
+        problem = explicit_map_problem(self.offset, self.map)
+        if problem is not None:
+            raise_problems(type(self).__name__, [(("map",), "node_id_map", problem, None)])
+        return self
+
+    def node_id_map(self) -> NodeIdMap:
+        """The forward/back mapping this section describes."""
+        return NodeIdMap(self.offset, self.map)
+
+
 class VirtualClusterConfig(Section):
     """One Kafka cluster as clients see it: a listener in front of an upstream cluster."""
 
@@ -1082,6 +1130,13 @@ class VirtualClusterConfig(Section):
         description=(
             "Byte-rate and request-rate quotas (throttled the way Kafka does, KIP-219) "
             "and connection limits. Absent: no quotas."
+        ),
+    )
+    node_ids: NodeIdsConfig = Field(
+        default_factory=NodeIdsConfig,
+        description=(
+            "Node ids clients see: `identity` (default), or `{offset: N}` and/or an "
+            "explicit `map`; see docs/node-ids.md."
         ),
     )
 

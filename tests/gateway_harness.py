@@ -173,13 +173,17 @@ def running_gateway(
     wait_for_brokers: bool = True,
     cli_args: Sequence[str] = (),
     cluster: dict[str, Any] | None = None,
+    listener_for_port: Callable[[int], dict[str, Any]] | None = None,
     **gateway_keys: Any,
 ) -> Iterator[RunningGateway]:
     """Run the gateway in front of ``upstream_bootstrap`` until the block ends.
 
-    ``cluster`` keys are merged into the virtual cluster entry (see `gateway_config`).
+    ``cluster`` keys are merged into the virtual cluster entry (see `gateway_config`);
+    ``listener_for_port(bootstrap port)`` gives listener keys that depend on the port.
     """
     port = free_port_block()
+    if listener_for_port is not None:
+        gateway_keys["listener"] = listener_for_port(port)
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / f"gateway-{port}.yaml"
     # JSON is valid YAML, and keeps the harness free of a YAML writer.
