@@ -33,13 +33,13 @@ from policies.acl.engine import ConstantDecider
 from policies.acl.model import AclDecision, Authorizer, Operation, ResourceType
 from policies.auth.principal import Principal
 from policies.authorization import NO_AUTHORIZATION, Denial, RequestVerdict, authorize_request
-from policies.authorization.data import authorize_produce
 from policies.authorization.fetch_sessions import (
     FetchExchange,
     FetchResponseCheck,
     FetchSessionGuard,
 )
 from policies.authorization.messages import MessageError, api_name
+from policies.authorization.produce import authorize_produce
 from policies.quotas.manager import Throttle
 
 if TYPE_CHECKING:

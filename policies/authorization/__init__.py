@@ -1,8 +1,11 @@
 """Per-API authorization with Kafka's semantics: which resources a request touches,
 what to forward, what to answer locally, and how to merge the two.
 
-Each API's checks live with its family (``data``, ``groups``, ``transactions``,
-``admin``); every module exports ``HANDLERS``: ``{api_key: handler}``. APIs in
+Each API's checks live with its family (``produce``, ``fetch_sessions`` (Fetch),
+``metadata`` (and DescribeTopicPartitions), ``partitioned`` (ListOffsets,
+DeleteRecords, OffsetForLeaderEpoch, DescribeProducers), ``groups``,
+``transactions``, ``admin``); every one of these modules exports ``HANDLERS``:
+``{api_key: handler}``. APIs in
 :data:`NO_AUTHORIZATION` are forwarded without inspection, as Kafka authorizes
 nothing for them. Any other API without a handler is refused unless a
 cluster-level rule allows it (``admin.authorize_unlisted``): the gateway never
@@ -47,10 +50,19 @@ NO_AUTHORIZATION: Final = frozenset(
 
 
 def _handlers() -> dict[int, Handler]:
-    from policies.authorization import admin, data, groups, transactions
+    from policies.authorization import (
+        admin,
+        fetch_sessions,
+        groups,
+        metadata,
+        partitioned,
+        produce,
+        transactions,
+    )
 
     table: dict[int, Handler] = {}
-    for module in (data, groups, transactions, admin):
+    families = (produce, fetch_sessions, metadata, partitioned, groups, transactions, admin)
+    for module in families:
         overlap = table.keys() & module.HANDLERS.keys()
         assert not overlap, f"API keys handled twice: {sorted(overlap)}"
         table.update(module.HANDLERS)

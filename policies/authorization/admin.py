@@ -34,7 +34,7 @@ from codec.errors import (
 from codec.headers import peek_api, response_correlation_id
 from policies.acl.model import CLUSTER_NAME, Operation, ResourceType
 from policies.authorization import Handler
-from policies.authorization.data import cluster_authorized_operations
+from policies.authorization.authorized_operations import cluster_authorized_operations
 from policies.authorization.error_response import (
     AUTHORIZATION_FAILED_MESSAGE,
     build_entity,

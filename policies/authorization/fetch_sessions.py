@@ -39,6 +39,9 @@ each with one job:
   response), so large fetches keep streaming on the common path instead of being
   buffered whenever an ACL might change.
 
+The Fetch entry of the per-API table, :func:`authorize_fetch`, is the request side
+on a connection with no fetch session yet.
+
 Cost per Fetch on the checked path: the request was already decoded for the
 named-topic checks; the mirror update is a set operation per named partition. The
 guard remembers the topics found readable under the current ACL generation (the
@@ -64,15 +67,12 @@ from kio.schema.errors import ErrorCode
 from codec.fetch_sizes import fetch_response_topics, fetch_topic_partitions
 from codec.headers import peek_api, response_body_offset
 from codec.primitives import Buffer, CodecError
-from policies.authorization.data import (
-    ZERO_THROTTLE,
-    TopicKey,
-    encode_entity,
+from policies.authorization import Handler
+from policies.authorization.fetch import (
     fetch_is_follower,
     fetch_refused_topic,
     fetch_topic_errors,
     fetch_verdict,
-    kio_entity,
 )
 from policies.authorization.messages import (
     MessageError,
@@ -81,15 +81,18 @@ from policies.authorization.messages import (
     response_class,
 )
 from policies.authorization.splitting import Decisions, build
+from policies.authorization.topics import ZERO_THROTTLE, TopicKey, encode_entity, kio_entity
 from policies.authorization.verdict import AuthorizationContext, Denial, RequestVerdict
 
 __all__ = [
     "FETCH_SESSION_ID_NOT_FOUND",
+    "HANDLERS",
     "FetchDecision",
     "FetchExchange",
     "FetchResponseCheck",
     "FetchSessionGuard",
     "RefusedTopicInStream",
+    "authorize_fetch",
 ]
 
 FETCH: Final = 1
@@ -346,6 +349,21 @@ class FetchSessionGuard:
     ) -> FetchResponseCheck:
         """The check of one response; ``context`` None: no ACL in force now."""
         return FetchResponseCheck(self, exchange, context, version, policy)
+
+
+def authorize_fetch(context: AuthorizationContext, frame: bytes, version: int) -> RequestVerdict:
+    """Kafka's ``handleFetchRequest`` checks, for a connection with no fetch session yet.
+
+    The gateway keeps one :class:`FetchSessionGuard` per connection, which also
+    checks the partitions of the connection's fetch session (KIP-227) that a
+    request does not name; this stateless handler is that guard on a fresh
+    connection (an incremental fetch is refused with ``FETCH_SESSION_ID_NOT_FOUND``).
+    See :func:`~policies.authorization.fetch.fetch_verdict` for the answer.
+    """
+    return FetchSessionGuard().authorize(context, frame, version).verdict
+
+
+HANDLERS: dict[int, Handler] = {FETCH: authorize_fetch}
 
 
 class FetchResponseCheck:

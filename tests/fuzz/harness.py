@@ -16,7 +16,15 @@ import atheris
 
 with atheris.instrument_imports(include=["codec", "policies"]):
     # imported here, not lazily by the registry, so that they are instrumented too
-    from policies.authorization import admin, data, groups, transactions  # noqa: F401
+    from policies.authorization import (  # noqa: F401
+        admin,
+        fetch_sessions,
+        groups,
+        metadata,
+        partitioned,
+        produce,
+        transactions,
+    )
     from tests.fuzz.targets import run_one
 
 

@@ -1,4 +1,5 @@
-"""Per-API authorization of the data-plane APIs (policies/authorization/data.py).
+"""Per-API authorization of the data-plane APIs (policies/authorization: produce,
+fetch and fetch_sessions, metadata, partitioned).
 
 Requests are built with kio and framed with a real request header; verdicts are
 checked by decoding what would be forwarded or answered with kio again. The
@@ -24,22 +25,21 @@ from test_codec_strategies import kio_module
 from codec.api_table import API_TABLE
 from codec.headers import encode_request_header, parse_request_header
 from policies.acl.model import CLUSTER_NAME, Operation, ResourceType
-from policies.authorization import data
-from policies.authorization.data import (
-    DELETE_RECORDS_API,
-    DESCRIBE_PRODUCERS_API,
-    HANDLERS,
-    LIST_OFFSETS_API,
-    OFFSET_FOR_LEADER_EPOCH_API,
-    PartitionedApi,
-    kio_entity,
-)
+from policies.authorization import fetch_sessions, metadata, partitioned, produce
 from policies.authorization.messages import (
     MessageError,
     decode_response,
     response_class,
 )
+from policies.authorization.partitioned import (
+    DELETE_RECORDS_API,
+    DESCRIBE_PRODUCERS_API,
+    LIST_OFFSETS_API,
+    OFFSET_FOR_LEADER_EPOCH_API,
+    PartitionedApi,
+)
 from policies.authorization.splitting import Decisions, build
+from policies.authorization.topics import UNKNOWN_TOPIC_ID, kio_entity
 from tests.authorization_fakes import (
     CORRELATION_ID,
     Question,
@@ -59,6 +59,14 @@ CLUSTER = ResourceType.CLUSTER
 DENIED = ErrorCode.topic_authorization_failed
 NONE = ErrorCode.none
 THROTTLE = datetime.timedelta(milliseconds=7)
+
+#: The data-plane handlers, by API key.
+HANDLERS = {
+    **produce.HANDLERS,
+    **fetch_sessions.HANDLERS,
+    **metadata.HANDLERS,
+    **partitioned.HANDLERS,
+}
 
 
 def topic_grants(operation: Operation, *names: str) -> list[Question]:
@@ -420,7 +428,7 @@ def test_produce_all_allowed_forwards_the_original_frame(version: int) -> None:
         if version >= 13
         else (allowing(*topic_grants(Operation.WRITE, "a", "b")))
     )
-    assert_untouched(data.authorize_produce(ctx, frame, version), frame)
+    assert_untouched(produce.authorize_produce(ctx, frame, version), frame)
     assert ctx.authorizer.questions == topic_grants(Operation.WRITE, "a", "b")
 
 
@@ -429,7 +437,7 @@ def test_produce_all_denied_is_answered_locally(version: int) -> None:
     a = uuid.uuid4() if version >= 13 else "a"
     frame = request_frame_of(0, version, produce_request(version, [(a, [0, 7])]))
     ctx = allowing(a=a) if isinstance(a, uuid.UUID) else allowing()
-    verdict = data.authorize_produce(ctx, frame, version)
+    verdict = produce.authorize_produce(ctx, frame, version)
     answer = local_answer(verdict, 0, version)
     assert produce_partitions(version, answer) == [(a, 0, DENIED, -1), (a, 7, DENIED, -1)]
     for partition in answer.responses[0].partition_responses:
@@ -446,7 +454,7 @@ def test_produce_split_forwards_allowed_topics_and_merges(version: int) -> None:
     request = produce_request(version, spec, acks=1)
     frame = request_frame_of(0, version, request)
     ctx = allowing(*topic_grants(Operation.WRITE, "a", "b"), **ids)
-    verdict = data.authorize_produce(ctx, frame, version)
+    verdict = produce.authorize_produce(ctx, frame, version)
     assert verdict.denials == [denial(Operation.WRITE, TOPIC, "secret")]
     assert verdict.forward is not None and verdict.close_connection is None
     body_offset = parse_request_header(frame).body_offset
@@ -471,13 +479,13 @@ def test_produce_v13_unknown_topic_id() -> None:
     known, unknown = uuid.uuid4(), uuid.uuid4()
     request = produce_request(13, [(known, [0]), (unknown, [1, 2])])
     frame = request_frame_of(0, 13, request)
-    verdict = data.authorize_produce(
+    verdict = produce.authorize_produce(
         allowing(*topic_grants(Operation.WRITE, "known"), known=known), frame, 13
     )
     assert verdict.denials == []  # not a refusal: the gateway does not know the id
     assert [t.topic_id for t in forwarded_body(verdict).topic_data] == [known]
     merged = transformed(verdict, 0, 13, produce_upstream(13, forwarded_body(verdict)))
-    unknown_topic_id = ErrorCode(data.UNKNOWN_TOPIC_ID)
+    unknown_topic_id = ErrorCode(UNKNOWN_TOPIC_ID)
     assert produce_partitions(13, merged) == [
         (known, 0, NONE, 100),
         (unknown, 1, unknown_topic_id, -1),
@@ -495,26 +503,28 @@ def test_produce_transactional_id_denied_fails_every_partition(version: int) -> 
         if version >= 13
         else allowing(*topic_grants(Operation.WRITE, "a"))
     )
-    verdict = data.authorize_produce(ctx, frame, version)
+    verdict = produce.authorize_produce(ctx, frame, version)
     answer = local_answer(verdict, 0, version)
     failed = ErrorCode.transactional_id_authorization_failed
     assert produce_partitions(version, answer) == [(a, 0, failed, -1), (a, 1, failed, -1)]
     assert verdict.denials == [denial(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, "txn-1")]
     # With Write on the transactional id the request goes through untouched.
     ctx.authorizer.listed.add((Operation.WRITE, ResourceType.TRANSACTIONAL_ID, "txn-1"))
-    assert_untouched(data.authorize_produce(ctx, frame, version), frame)
+    assert_untouched(produce.authorize_produce(ctx, frame, version), frame)
 
 
 @pytest.mark.parametrize("version", [3, 9, 12])
 def test_produce_acks_zero(version: int) -> None:
     request = produce_request(version, [("a", [0]), ("secret", [1])], acks=0)
     frame = request_frame_of(0, version, request)
-    verdict = data.authorize_produce(allowing(*topic_grants(Operation.WRITE, "a")), frame, version)
+    verdict = produce.authorize_produce(
+        allowing(*topic_grants(Operation.WRITE, "a")), frame, version
+    )
     assert verdict.forward is None and verdict.local_response is None
     assert verdict.close_connection is not None and "acks=0" in verdict.close_connection
     assert verdict.denials == [denial(Operation.WRITE, TOPIC, "secret")]
     allowed = allowing(*topic_grants(Operation.WRITE, "a", "secret"))
-    assert_untouched(data.authorize_produce(allowed, frame, version), frame)
+    assert_untouched(produce.authorize_produce(allowed, frame, version), frame)
 
 
 def _produce_v2_frame(topics: Sequence[tuple[str, Sequence[int]]]) -> bytes:
@@ -526,11 +536,11 @@ def _produce_v2_frame(topics: Sequence[tuple[str, Sequence[int]]]) -> bytes:
 
 def test_produce_v2_denial_closes_the_connection() -> None:
     frame = _produce_v2_frame([("a", [0]), ("secret", [1])])
-    verdict = data.authorize_produce(allowing(*topic_grants(Operation.WRITE, "a")), frame, 2)
+    verdict = produce.authorize_produce(allowing(*topic_grants(Operation.WRITE, "a")), frame, 2)
     assert verdict.forward is None and verdict.local_response is None
     assert verdict.close_connection is not None and "v2" in verdict.close_connection
     allowed = allowing(*topic_grants(Operation.WRITE, "a", "secret"))
-    assert_untouched(data.authorize_produce(allowed, frame, 2), frame)
+    assert_untouched(produce.authorize_produce(allowed, frame, 2), frame)
 
 
 @pytest.mark.parametrize("version", [3, 9, 13])
@@ -544,7 +554,7 @@ def test_produce_merge_keeps_exactly_the_client_partitions_in_order(
     request = produce_request(version, [(key(n), idx) for n, idx in spec])
     frame = request_frame_of(0, version, request)
     ctx = allowing(*topic_grants(Operation.WRITE, *allowed), **ids)
-    verdict = data.authorize_produce(ctx, frame, version)
+    verdict = produce.authorize_produce(ctx, frame, version)
     if all(name in allowed for name, _ in spec):
         assert verdict.forward is frame
         return
@@ -667,7 +677,7 @@ def test_fetch_all_allowed_forwards_the_original_frame(version: int) -> None:
         if version >= 13
         else allowing(*topic_grants(Operation.READ, "a"))
     )
-    assert_untouched(data.authorize_fetch(ctx, frame, version), frame)
+    assert_untouched(fetch_sessions.authorize_fetch(ctx, frame, version), frame)
     assert ctx.authorizer.questions == topic_grants(Operation.READ, "a")
 
 
@@ -677,7 +687,7 @@ def test_fetch_full_request_all_denied_is_answered_locally(version: int) -> None
     request = fetch_request(version, [(a, [0, 3])], session_id=0, session_epoch=0)
     frame = request_frame_of(1, version, request)
     ctx = allowing(a=a) if version >= 13 else allowing()
-    verdict = data.authorize_fetch(ctx, frame, version)
+    verdict = fetch_sessions.authorize_fetch(ctx, frame, version)
     answer = local_answer(verdict, 1, version)
     assert fetch_partitions(version, answer) == [(a, 0, DENIED), (a, 3, DENIED)]
     for partition in answer.responses[0].partitions:
@@ -695,7 +705,7 @@ def test_fetch_split_appends_refused_topics_without_touching_records(version: in
     request = fetch_request(version, [(key("a"), [0, 1]), (key("secret"), [2]), (key("b"), [3])])
     frame = request_frame_of(1, version, request)
     ctx = allowing(*topic_grants(Operation.READ, "a", "b"), **ids)
-    verdict = data.authorize_fetch(ctx, frame, version)
+    verdict = fetch_sessions.authorize_fetch(ctx, frame, version)
     assert verdict.denials == [denial(Operation.READ, TOPIC, "secret")]
     sent = forwarded_body(verdict)
     assert sent == dataclasses.replace(request, topics=(request.topics[0], request.topics[2]))
@@ -721,14 +731,14 @@ def test_fetch_incremental_request_without_a_known_session_is_refused(version: i
     request = fetch_request(version, [(a, [0])], session_id=77, session_epoch=3)
     frame = request_frame_of(1, version, request)
     ctx = allowing(*topic_grants(Operation.READ, "a"), a=a)
-    answer = local_answer(data.authorize_fetch(ctx, frame, version), 1, version)
+    answer = local_answer(fetch_sessions.authorize_fetch(ctx, frame, version), 1, version)
     assert answer.error_code == ErrorCode.fetch_session_id_not_found
     assert (answer.session_id, answer.responses) == (0, ())
 
 
 def test_fetch_upstream_top_level_error_is_passed_through() -> None:
     request = fetch_request(12, [("a", [0]), ("secret", [1])], session_id=0, session_epoch=0)
-    verdict = data.authorize_fetch(
+    verdict = fetch_sessions.authorize_fetch(
         allowing(*topic_grants(Operation.READ, "a")), request_frame_of(1, 12, request), 12
     )
     error = ErrorCode.invalid_fetch_session_epoch
@@ -743,11 +753,11 @@ def test_fetch_unknown_topic_id(version: int) -> None:
     request = fetch_request(version, [(known, [0]), (unknown, [1])])
     frame = request_frame_of(1, version, request)
     ctx = allowing(*topic_grants(Operation.READ, "known"), known=known)
-    verdict = data.authorize_fetch(ctx, frame, version)
+    verdict = fetch_sessions.authorize_fetch(ctx, frame, version)
     assert verdict.denials == []
     sent = forwarded_body(verdict)
     merged = transformed(verdict, 1, version, fetch_upstream(version, sent))
-    unknown_topic_id = ErrorCode(data.UNKNOWN_TOPIC_ID)
+    unknown_topic_id = ErrorCode(UNKNOWN_TOPIC_ID)
     assert fetch_partitions(version, merged) == [(known, 0, NONE), (unknown, 1, unknown_topic_id)]
     assert_refused_fetch_partition(merged.responses[1].partitions[0], unknown_topic_id)
 
@@ -762,11 +772,11 @@ def test_follower_fetch_needs_cluster_action(version: int) -> None:
         if version >= 13
         else allowing(*topic_grants(Operation.READ, "a"))
     )
-    verdict = data.authorize_fetch(ctx, frame, version)
+    verdict = fetch_sessions.authorize_fetch(ctx, frame, version)
     assert fetch_partitions(version, local_answer(verdict, 1, version)) == [(a, 0, DENIED)]
     assert verdict.denials == [denial(Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME)]
     follower = allowing((Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME))
-    assert_untouched(data.authorize_fetch(follower, frame, version), frame)
+    assert_untouched(fetch_sessions.authorize_fetch(follower, frame, version), frame)
     assert follower.authorizer.questions == [(Operation.CLUSTER_ACTION, CLUSTER, CLUSTER_NAME)]
 
 
@@ -847,7 +857,7 @@ def test_metadata_named_topics_all_allowed_forward_the_original_frame(version: i
     frame = request_frame_of(3, version, metadata_request(version, ["a", "b"], auto_create=True))
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "b"), allow_all=False)
     ctx.authorizer.listed.add((Operation.CREATE, CLUSTER, CLUSTER_NAME))
-    assert_untouched(data.authorize_metadata(ctx, frame, version), frame)
+    assert_untouched(metadata.authorize_metadata(ctx, frame, version), frame)
 
 
 @pytest.mark.parametrize("version", range(14))
@@ -855,7 +865,7 @@ def test_metadata_all_topics_leaves_out_unauthorized_topics(version: int) -> Non
     names = [] if version == 0 else None
     frame = request_frame_of(3, version, metadata_request(version, names))
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "c"))
-    verdict = data.authorize_metadata(ctx, frame, version)
+    verdict = metadata.authorize_metadata(ctx, frame, version)
     assert verdict.forward is frame and verdict.denials == []
     assert verdict.transform is not None
     upstream = metadata_upstream(
@@ -875,7 +885,7 @@ def test_metadata_all_topics_leaves_out_unauthorized_topics(version: int) -> Non
 def test_metadata_named_unauthorized_topic_is_not_forwarded(version: int) -> None:
     frame = request_frame_of(3, version, metadata_request(version, ["a", "secret"]))
     may_create = (Operation.CREATE, CLUSTER, CLUSTER_NAME)  # v1-3 always auto-create
-    verdict = data.authorize_metadata(
+    verdict = metadata.authorize_metadata(
         allowing(*topic_grants(Operation.DESCRIBE, "a"), may_create), frame, version
     )
     assert verdict.denials == [denial(Operation.DESCRIBE, TOPIC, "secret")]
@@ -892,7 +902,7 @@ def test_metadata_named_unauthorized_topic_is_not_forwarded(version: int) -> Non
 @pytest.mark.parametrize("version", [0, 1, 12])
 def test_metadata_all_named_topics_unauthorized(version: int) -> None:
     frame = request_frame_of(3, version, metadata_request(version, ["secret"]))
-    verdict = data.authorize_metadata(allowing(), frame, version)
+    verdict = metadata.authorize_metadata(allowing(), frame, version)
     assert forwarded_body(verdict).topics == ()  # the broker still gives brokers and controller
     # An empty v0 list means "all topics": whatever the broker lists is dropped.
     upstream = metadata_upstream(version, [("other", NONE, None)] if version == 0 else [])
@@ -908,7 +918,7 @@ def test_metadata_auto_creation_without_create(version: int) -> None:
         3, version, metadata_request(version, ["new", "old"], auto_create=True)
     )
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "new", "old"))
-    verdict = data.authorize_metadata(ctx, frame, version)
+    verdict = metadata.authorize_metadata(ctx, frame, version)
     sent = forwarded_body(verdict)
     assert [t.name for t in sent.topics] == ["new", "old"]
     assert sent.allow_auto_topic_creation is False
@@ -922,7 +932,7 @@ def test_metadata_auto_creation_without_create(version: int) -> None:
     for grant in [(Operation.CREATE, TOPIC, "new"), (Operation.CREATE, CLUSTER, CLUSTER_NAME)]:
         ctx = allowing(*topic_grants(Operation.DESCRIBE, "new"), grant)
         frame = request_frame_of(3, version, metadata_request(version, ["new"], auto_create=True))
-        assert_untouched(data.authorize_metadata(ctx, frame, version), frame)
+        assert_untouched(metadata.authorize_metadata(ctx, frame, version), frame)
 
 
 def test_metadata_auto_creation_mixed_create_rights_turns_creation_off_for_all() -> None:
@@ -931,7 +941,7 @@ def test_metadata_auto_creation_mixed_create_rights_turns_creation_off_for_all()
     ctx = allowing(
         *topic_grants(Operation.DESCRIBE, "mine", "theirs"), (Operation.CREATE, TOPIC, "mine")
     )
-    verdict = data.authorize_metadata(ctx, frame, 12)
+    verdict = metadata.authorize_metadata(ctx, frame, 12)
     assert forwarded_body(verdict).allow_auto_topic_creation is False
     unknown = ErrorCode.unknown_topic_or_partition
     upstream = metadata_upstream(12, [("mine", unknown, None), ("theirs", unknown, None)])
@@ -943,7 +953,7 @@ def test_metadata_v3_auto_creation_without_create_is_refused_locally() -> None:
     """v0-3 cannot turn auto-creation off, so the topic is not sent to the broker at all."""
     frame = request_frame_of(3, 3, metadata_request(3, ["a", "new"]))
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "new"), (Operation.CREATE, TOPIC, "a"))
-    verdict = data.authorize_metadata(ctx, frame, 3)
+    verdict = metadata.authorize_metadata(ctx, frame, 3)
     assert [t.name for t in forwarded_body(verdict).topics] == ["a"]
     assert verdict.denials == [denial(Operation.CREATE, TOPIC, "new")]
     answer = transformed(verdict, 3, 3, metadata_upstream(3, [("a", NONE, None)]))
@@ -954,7 +964,7 @@ def test_metadata_v3_auto_creation_without_create_is_refused_locally() -> None:
 def test_metadata_topics_by_id_are_filtered_by_name(version: int) -> None:
     mine, theirs = uuid.uuid4(), uuid.uuid4()
     frame = request_frame_of(3, version, metadata_request(version, [mine, theirs]))
-    verdict = data.authorize_metadata(
+    verdict = metadata.authorize_metadata(
         allowing(*topic_grants(Operation.DESCRIBE, "mine")), frame, version
     )
     assert verdict.forward is frame  # ids are not names: forwarded as they are
@@ -1024,7 +1034,7 @@ def topic_bits(response: Any) -> list[tuple[str | None, int]]:
 def test_metadata_topic_operations_are_the_clients(version: int) -> None:
     frame = request_frame_of(3, version, metadata_operations_request(version, ["t"]))
     ctx = allowing(*topic_grants(Operation.READ, "t"), *topic_grants(Operation.DESCRIBE, "t"))
-    verdict = data.authorize_metadata(ctx, frame, version)
+    verdict = metadata.authorize_metadata(ctx, frame, version)
     assert verdict.forward is frame and verdict.denials == []
     upstream = with_gateway_bits(metadata_upstream(version, [("t", NONE, uuid.uuid4())]))
     answer = transformed(verdict, 3, version, upstream)
@@ -1039,7 +1049,7 @@ def test_metadata_topic_operations_are_the_clients(version: int) -> None:
 @pytest.mark.parametrize("version", OPERATIONS_VERSIONS)
 def test_metadata_topic_operations_of_a_super_user_on_all_topics(version: int) -> None:
     frame = request_frame_of(3, version, metadata_operations_request(version, None))
-    verdict = data.authorize_metadata(allowing(allow_all=True), frame, version)
+    verdict = metadata.authorize_metadata(allowing(allow_all=True), frame, version)
     upstream = with_gateway_bits(metadata_upstream(version, [("a", NONE, None), ("b", NONE, None)]))
     answer = transformed(verdict, 3, version, upstream)
     assert topic_bits(answer) == [("a", ALL_TOPIC_BITS), ("b", ALL_TOPIC_BITS)]
@@ -1050,7 +1060,7 @@ def test_metadata_topic_operations_compose_with_the_topic_filter(version: int) -
     """All topics: hidden topics are left out first, the rest get the client's bits."""
     frame = request_frame_of(3, version, metadata_operations_request(version, None))
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "a"), *topic_grants(Operation.WRITE, "a"))
-    verdict = data.authorize_metadata(ctx, frame, version)
+    verdict = metadata.authorize_metadata(ctx, frame, version)
     upstream = with_gateway_bits(
         metadata_upstream(version, [("secret", NONE, None), ("a", NONE, None)])
     )
@@ -1071,7 +1081,7 @@ def test_metadata_topic_operations_of_error_entries(version: int) -> None:
     ctx = allowing(
         *topic_grants(Operation.DESCRIBE, "new", "gone"), (Operation.CREATE, TOPIC, "gone")
     )
-    verdict = data.authorize_metadata(ctx, frame, version)
+    verdict = metadata.authorize_metadata(ctx, frame, version)
     assert verdict.denials == [denial(Operation.DESCRIBE, TOPIC, "secret")]
     unknown = ErrorCode.unknown_topic_or_partition
     upstream = with_gateway_bits(
@@ -1092,7 +1102,7 @@ def test_metadata_topic_operations_leave_hidden_ids_alone(version: int) -> None:
     mine, theirs = uuid.uuid4(), uuid.uuid4()
     frame = request_frame_of(3, version, metadata_operations_request(version, [mine, theirs]))
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "mine"))
-    verdict = data.authorize_metadata(ctx, frame, version)
+    verdict = metadata.authorize_metadata(ctx, frame, version)
     upstream = with_gateway_bits(
         metadata_upstream(version, [("mine", NONE, mine), ("theirs", NONE, theirs)])
     )
@@ -1111,7 +1121,7 @@ def test_metadata_cluster_operations_are_the_clients(version: int) -> None:
         (Operation.DESCRIBE, CLUSTER, CLUSTER_NAME),
         (Operation.IDEMPOTENT_WRITE, CLUSTER, CLUSTER_NAME),
     )
-    verdict = data.authorize_metadata(ctx, frame, version)
+    verdict = metadata.authorize_metadata(ctx, frame, version)
     assert verdict.forward is frame
     upstream = with_gateway_bits(metadata_upstream(version, [("t", NONE, None)]))
     answer = transformed(verdict, 3, version, upstream)
@@ -1119,7 +1129,7 @@ def test_metadata_cluster_operations_are_the_clients(version: int) -> None:
     assert answer.topics == upstream.topics  # topic bits were not asked for
     # Without Describe on the cluster Kafka reports no cluster operation at all.
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "t"), (Operation.ALTER, CLUSTER, CLUSTER_NAME))
-    verdict = data.authorize_metadata(ctx, frame, version)
+    verdict = metadata.authorize_metadata(ctx, frame, version)
     assert transformed(verdict, 3, version, upstream).cluster_authorized_operations == 0
     assert verdict.denials == []
 
@@ -1127,7 +1137,7 @@ def test_metadata_cluster_operations_are_the_clients(version: int) -> None:
 @pytest.mark.parametrize("version", [8, 10])
 def test_metadata_cluster_operations_not_asked_stay_omitted(version: int) -> None:
     frame = request_frame_of(3, version, metadata_operations_request(version, ["t"]))
-    verdict = data.authorize_metadata(allowing(allow_all=True), frame, version)
+    verdict = metadata.authorize_metadata(allowing(allow_all=True), frame, version)
     upstream = metadata_upstream(version, [("t", NONE, None)])
     answer = transformed(verdict, 3, version, upstream)
     assert answer.cluster_authorized_operations == OMITTED
@@ -1140,13 +1150,13 @@ def test_metadata_without_operations_flags_is_unchanged(version: int) -> None:
     request = metadata_operations_request(version, ["t"], topic_ops=False)
     frame = request_frame_of(3, version, request)
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "t"))
-    assert_untouched(data.authorize_metadata(ctx, frame, version), frame)
+    assert_untouched(metadata.authorize_metadata(ctx, frame, version), frame)
     assert ctx.authorizer.questions == topic_grants(Operation.DESCRIBE, "t")
     # All topics: only the topic filter, which returns the upstream frame itself.
     all_frame = request_frame_of(
         3, version, metadata_operations_request(version, None, topic_ops=False)
     )
-    verdict = data.authorize_metadata(allowing(allow_all=True), all_frame, version)
+    verdict = metadata.authorize_metadata(allowing(allow_all=True), all_frame, version)
     upstream = response_frame_of(
         3, version, with_gateway_bits(metadata_upstream(version, [("t", NONE, None)]))
     )
@@ -1162,7 +1172,7 @@ def test_metadata_topic_bits_are_exactly_the_granted_operations(
 ) -> None:
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "t"), *((op, TOPIC, "t") for op in granted))
     frame = request_frame_of(3, version, metadata_operations_request(version, ["t"]))
-    verdict = data.authorize_metadata(ctx, frame, version)
+    verdict = metadata.authorize_metadata(ctx, frame, version)
     upstream = with_gateway_bits(metadata_upstream(version, [("t", NONE, None)]))
     answer = transformed(verdict, 3, version, upstream)
     expected = sum(1 << TOPIC_BITS[op] for op in granted | {Operation.DESCRIBE})
@@ -1205,7 +1215,7 @@ def dtp_upstream(names: Sequence[str], cursor: tuple[str, int] | None = None) ->
 def test_describe_topic_partitions_named() -> None:
     frame = request_frame_of(75, 0, dtp_request(["b", "z-secret", "a", "secret"]))
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "b"))
-    verdict = data.authorize_describe_topic_partitions(ctx, frame, 0)
+    verdict = metadata.authorize_describe_topic_partitions(ctx, frame, 0)
     assert [t.name for t in forwarded_body(verdict).topics] == ["b", "a"]
     assert verdict.denials == [  # asked in the client's order
         denial(Operation.DESCRIBE, TOPIC, "z-secret"),
@@ -1219,12 +1229,12 @@ def test_describe_topic_partitions_named() -> None:
         ("z-secret", DENIED, None, ()),
     ]
     allowed = allowing(*topic_grants(Operation.DESCRIBE, "a", "b", "secret", "z-secret"))
-    assert_untouched(data.authorize_describe_topic_partitions(allowed, frame, 0), frame)
+    assert_untouched(metadata.authorize_describe_topic_partitions(allowed, frame, 0), frame)
 
 
 def test_describe_topic_partitions_all_named_denied_is_local() -> None:
     frame = request_frame_of(75, 0, dtp_request(["secret"]))
-    answer = local_answer(data.authorize_describe_topic_partitions(allowing(), frame, 0), 75, 0)
+    answer = local_answer(metadata.authorize_describe_topic_partitions(allowing(), frame, 0), 75, 0)
     assert [(t.name, t.error_code) for t in answer.topics] == [("secret", DENIED)]
     assert answer.next_cursor is None
 
@@ -1233,7 +1243,7 @@ def test_describe_topic_partitions_cursor_on_a_denied_topic() -> None:
     """Kafka only describes topics from the cursor on; a denied cursor topic is dropped."""
     frame = request_frame_of(75, 0, dtp_request(["a", "m-secret", "z"], cursor=("m-secret", 3)))
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "z"))
-    verdict = data.authorize_describe_topic_partitions(ctx, frame, 0)
+    verdict = metadata.authorize_describe_topic_partitions(ctx, frame, 0)
     sent = forwarded_body(verdict)
     assert [t.name for t in sent.topics] == ["z"] and sent.cursor is None
     answer = transformed(verdict, 75, 0, dtp_upstream(["z"]))
@@ -1243,7 +1253,7 @@ def test_describe_topic_partitions_cursor_on_a_denied_topic() -> None:
 def test_describe_topic_partitions_all_topics_filter_and_cursor() -> None:
     frame = request_frame_of(75, 0, dtp_request([]))
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "a", "c"))
-    verdict = data.authorize_describe_topic_partitions(ctx, frame, 0)
+    verdict = metadata.authorize_describe_topic_partitions(ctx, frame, 0)
     assert verdict.forward is frame and verdict.transform is not None
     upstream = dtp_upstream(["a", "b-secret", "c"], cursor=("d-secret", 2))
     answer = transformed(verdict, 75, 0, upstream)
@@ -1314,31 +1324,31 @@ def test_every_supported_version_is_handled(
 def test_malformed_produce_request_raises_message_error() -> None:
     frame = request_frame_of(0, 9, produce_request(9, [("a", [0])]))
     with pytest.raises(MessageError, match="malformed Produce v9"):
-        data.authorize_produce(allowing(allow_all=True), frame[:-5], 9)
+        produce.authorize_produce(allowing(allow_all=True), frame[:-5], 9)
 
 
 def test_malformed_upstream_responses_raise_message_error() -> None:
     fetch = fetch_request(12, [("a", [0]), ("secret", [1])])
-    verdict = data.authorize_fetch(
+    verdict = fetch_sessions.authorize_fetch(
         allowing(*topic_grants(Operation.READ, "a")), request_frame_of(1, 12, fetch), 12
     )
     assert verdict.transform is not None
     upstream = response_frame_of(1, 12, fetch_upstream(12, forwarded_body(verdict)))
     with pytest.raises(MessageError, match="malformed Fetch v12 response"):
         verdict.transform(upstream[:-8])
-    metadata = data.authorize_metadata(
+    metadata_verdict = metadata.authorize_metadata(
         allowing(), request_frame_of(3, 12, metadata_request(12, None)), 12
     )
-    assert metadata.transform is not None
+    assert metadata_verdict.transform is not None
     upstream = response_frame_of(3, 12, metadata_upstream(12, [("a", NONE, None)]))
     with pytest.raises(MessageError, match="malformed Metadata v12 response"):
-        metadata.transform(upstream[:-12])
+        metadata_verdict.transform(upstream[:-12])
 
 
 def test_metadata_repeated_topic_is_asked_and_answered_once() -> None:
     frame = request_frame_of(3, 9, metadata_request(9, ["secret", "a", "secret"]))
     ctx = allowing(*topic_grants(Operation.DESCRIBE, "a"))
-    verdict = data.authorize_metadata(ctx, frame, 9)
+    verdict = metadata.authorize_metadata(ctx, frame, 9)
     assert ctx.authorizer.questions == topic_grants(Operation.DESCRIBE, "secret", "a")
     assert [t.name for t in forwarded_body(verdict).topics] == ["a"]
     answer = transformed(verdict, 3, 9, metadata_upstream(9, [("a", NONE, None)]))
