@@ -383,8 +383,7 @@ class ClientSession:
                 outgoing += (size_prefix(len(piece.frame)), piece.frame)
                 continue
             if isinstance(context, _AwaitingNodeIds):
-                entry = context.entry
-                forward = self.node_ids.map_request(entry.api_key, entry.api_version, piece.frame)
+                forward = self._map_node_ids_back(context.entry, piece.frame)
                 outgoing += (size_prefix(len(forward)), forward)
                 continue
             if isinstance(context, _AwaitingAuthorization):
@@ -461,10 +460,19 @@ class ClientSession:
         if entry.api_key == PRODUCE and self._produce_acks(verdict.forward, entry.api_version) == 0:
             self.in_flight.remove(entry)  # acks=0: the broker will not answer
         if self.node_ids.active and self.node_ids.buffers_request(entry.api_key):
-            return bytes(
-                self.node_ids.map_request(entry.api_key, entry.api_version, verdict.forward)
-            )
+            return bytes(self._map_node_ids_back(entry, verdict.forward))
         return verdict.forward
+
+    def _map_node_ids_back(self, entry: InFlight, frame: Buffer) -> Buffer:
+        """The request with the virtual node ids it names mapped to upstream ids; a
+        request that cannot be read closes its connection, naming what was wrong."""
+        try:
+            return self.node_ids.map_request(entry.api_key, entry.api_version, frame)
+        except ValueError as exc:  # CodecError, or an id no INT32 can hold
+            name = API_TABLE.get(entry.api_key, (str(entry.api_key),))[0]
+            reason = f"cannot map node ids in {name} v{entry.api_version} request: {exc}"
+            self.log.warning("request_not_mappable", error=reason)
+            raise SessionClosed(reason) from None
 
     async def _settle_fetch_responses(self, entry: InFlight) -> None:
         """Wait until no earlier Fetch response is pending or streaming.

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import structlog
 import trio
 from kio.schema.describe_configs.v4.request import DescribeConfigsRequest, DescribeConfigsResource
 from kio.schema.describe_configs.v4.response import DescribeConfigsResponse, DescribeConfigsResult
@@ -190,3 +191,25 @@ async def test_metadata_names_virtual_node_on_its_port() -> None:
         # The broker port of 101 is bound and reaches upstream broker 1.
         again = await _ask(port + 1 + 101, frame)
         assert again[:4] == answer[:4]
+
+
+async def test_a_malformed_request_naming_a_broker_closes_only_its_connection() -> None:
+    received: list[bytes] = []
+    good = describe_broker(7, "101")
+    header = encode_request_header(DESCRIBE_CONFIGS, 4, 8, "unit-client")
+    malformed = encode_frame(header, b"\x7f\xff\xff\xff")  # 126 resources in 3 bytes
+    with structlog.testing.capture_logs() as events:
+        async with (
+            config_broker(received) as upstream,
+            gateway_in_front_of(upstream, OFFSET_100) as (port, _),
+        ):
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            await client.send_all(malformed)
+            with trio.fail_after(5):
+                assert await read_frame(client, FrameDecoder()) is None  # closed, no answer
+            await client.aclose()
+            assert await _ask(port, good)  # the gateway still serves others
+    assert len(received) == 1  # only the good request reached the broker
+    reasons = [e.get("reason", "") for e in events if e["event"] == "connection_closed"]
+    expected = "cannot map node ids in describe_configs v4 request"
+    assert any(r.startswith(expected) for r in reasons), reasons
