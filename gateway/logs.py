@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Literal
+import threading
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -34,9 +35,43 @@ def configure_logging(fmt: LogFormat = "auto", level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=LineLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )
+
+
+class LineLogger:
+    """Writes each event as one line in one ``write`` call, then flushes.
+
+    With ``--workers`` every process shares the supervisor's stdout. structlog's
+    ``PrintLogger`` uses ``print``, which writes the text and its newline in two
+    system calls, so another process's line could land between them and leave two
+    events on one line (and a log pipeline unable to parse either).
+    """
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        #: As structlog's PrintLogger: stdout is looked up at each write, so a
+        #: replaced ``sys.stdout`` (pytest's capture) is followed.
+        self._follows_stdout = file is sys.stdout
+        self._lock = threading.Lock()  # decision threads log too
+
+    def msg(self, message: str) -> None:
+        out = sys.stdout if self._follows_stdout else self._file
+        with self._lock:
+            out.write(message + "\n")
+            out.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class LineLoggerFactory:
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> LineLogger:
+        return LineLogger(self._file)
 
 
 def debug_enabled(logger: Any) -> bool:
