@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,19 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from localkafka.probes import port_is_free
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 Event = dict[str, Any]
 
 
 def ports_are_free(host: str, ports: list[int]) -> bool:
-    for port in ports:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError:
-                return False
-    return True
+    return all(port_is_free(port, host) for port in ports)
 
 
 #: Gateway ports come from below Linux's ephemeral range (32768-60999): thousands of
@@ -71,6 +65,17 @@ class RunningGateway:
     bootstrap: str
     log_path: Path
     config_path: Path
+
+    def reload_with_cli(self) -> subprocess.CompletedProcess[str]:
+        """``kafka-gateway reload --pid PID --config FILE`` against this gateway."""
+        command = ["reload", "--pid", str(self.process.pid), "--config", str(self.config_path)]
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *command],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     def log_mark(self) -> int:
         """A mark in the log (its size in bytes now): pass it as ``after`` to see only

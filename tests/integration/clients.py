@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from kafka import KafkaConsumer
 
 
 class StatsRecorder:
@@ -126,5 +130,31 @@ def values_on_broker(bootstrap: str, topic: str, timeout: float = 30) -> list[by
             if msg.offset() + 1 >= ends.get(msg.partition(), 0):
                 ends.pop(msg.partition(), None)
         return values
+    finally:
+        consumer.close()
+
+
+@contextmanager
+def kafka_python_group_read(
+    bootstrap: str, topic: str, count: int
+) -> Iterator[tuple[list[str], KafkaConsumer]]:
+    """A kafka-python group member that read up to ``count`` values from the start and
+    committed; yields ``(values, consumer)`` (to look at what it learnt of the
+    cluster), then closes it."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"kp-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=20000,
+    )
+    try:
+        received: list[str] = []
+        for message in consumer:
+            received.append(message.value.decode())
+            if len(received) == count:
+                break
+        consumer.commit()
+        yield received, consumer
     finally:
         consumer.close()

@@ -184,22 +184,7 @@ def test_reload_applies_to_open_connections_and_rejects_invalid_files(
     # 3. `kafka-gateway reload --pid`: validates the file, then signals the gateway.
     write_config(gateway, with_bob_operations(gateway, READ_ONLY))
     seen = len([e for e in gateway.events() if e.get("event") in RELOAD_EVENTS])
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "reload",
-            "--pid",
-            str(gateway.process.pid),
-            "--config",
-            str(gateway.config_path),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    cli = gateway.reload_with_cli()
     assert cli.returncode == 0, cli.stderr
     assert wait_for_new_event(gateway, RELOAD_EVENTS, seen)["event"] == "config_reloaded"
     revoked = deliver(producer, ORDERS, b"after-revocation")

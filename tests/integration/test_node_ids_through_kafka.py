@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from kio.schema.describe_cluster.v1.request import DescribeClusterRequest
 from kio.schema.find_coordinator.v6.request import FindCoordinatorRequest
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 from kio.static.primitive import i8
 
 from tests.gateway_harness import RunningGateway, running_gateway
-from tests.integration.clients import consume_values, produce_values
+from tests.integration.clients import consume_values, kafka_python_group_read, produce_values
 from tests.kafka_tools import console_consume, console_produce, java_tool
 from tests.raw_kafka import RawKafkaConnection
 
@@ -195,23 +195,10 @@ def test_kafka_python_sees_virtual_brokers(gateway: RunningGateway, topic: str) 
     for future in [producer.send(topic, value=v.encode()) for v in values]:
         future.get(timeout=30)
     producer.close()
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=gateway.bootstrap,
-        group_id=f"kp-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=20000,
-    )
-    received: list[str] = []
-    for message in consumer:
-        received.append(message.value.decode())
-        if len(received) == len(values):
-            break
-    consumer.commit()
-    cluster = consumer._client.cluster
-    brokers = {b.node_id: f"{b.host}:{b.port}" for b in cluster.brokers()}
-    leaders = {cluster.leader_for_partition(tp) for tp in consumer.assignment()}
-    consumer.close()
+    with kafka_python_group_read(gateway.bootstrap, topic, len(values)) as (received, consumer):
+        cluster = consumer._client.cluster
+        brokers = {b.node_id: f"{b.host}:{b.port}" for b in cluster.brokers()}
+        leaders = {cluster.leader_for_partition(tp) for tp in consumer.assignment()}
     assert sorted(received) == sorted(values)
     assert brokers == _broker_addresses(gateway)
     assert leaders <= VIRTUAL_IDS

@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from tests.gateway_harness import RunningGateway
+from tests.integration.clients import kafka_python_group_read
 
 pytestmark = pytest.mark.kafka
 
@@ -22,21 +23,8 @@ def test_kafka_python_produce_and_group_consume(gateway: RunningGateway, topic: 
     producer.close()
     assert len(partitions) > 1
 
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=gateway.bootstrap,
-        group_id=f"kp-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=20000,
-    )
-    received: list[str] = []
-    for message in consumer:
-        received.append(message.value.decode())
-        if len(received) == len(values):
-            break
-    consumer.commit()
-    hosts = {f"{b.host}:{b.port}" for b in consumer._client.cluster.brokers()}
-    consumer.close()
+    with kafka_python_group_read(gateway.bootstrap, topic, len(values)) as (received, consumer):
+        hosts = {f"{b.host}:{b.port}" for b in consumer._client.cluster.brokers()}
     assert sorted(received) == sorted(values)
     gateway_port = int(gateway.bootstrap.rsplit(":", 1)[1])
     assert hosts == {f"127.0.0.1:{gateway_port + n}" for n in (1, 2, 3)}

@@ -8,8 +8,6 @@ worker), never by how fast the machine is.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,7 +21,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, ThrottleEvent
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 
-from tests.gateway_harness import REPO_ROOT, Event, RunningGateway, running_gateway
+from tests.gateway_harness import Event, RunningGateway, running_gateway
 from tests.integration.test_authorization import confluent_sasl, create_topics, plain_listener
 from tests.integration.test_config_reload import write_config
 from tests.integration.test_quotas import authenticate
@@ -415,25 +413,6 @@ def revoked_topic_answers(gateway: RunningGateway) -> dict[int, set[int]]:
     raise AssertionError(f"60 connections and not 3 on each worker: {served}")
 
 
-def reload_with_cli(gateway: RunningGateway) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "reload",
-            "--pid",
-            str(gateway.process.pid),
-            "--config",
-            str(gateway.config_path),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def worker_reload_events(gateway: RunningGateway, after: int) -> list[Event]:
     return [
         e
@@ -500,7 +479,7 @@ def test_reloads_reach_both_workers_under_a_running_producer_and_consumer(
             # 3. `kafka-gateway reload --pid <supervisor>`: validated, then forwarded.
             write_config(gateway, with_authorization(gateway, load_authorization(True)))
             mark = gateway.log_mark()
-            cli = reload_with_cli(gateway)
+            cli = gateway.reload_with_cli()
             assert cli.returncode == 0, cli.stderr
             for worker in (0, 1):
                 gateway.wait_for_event(
